@@ -1,0 +1,137 @@
+"""`llmfs`: the course's command line.
+
+    llmfs grade [ROOT] [--milestone 01 ...] [--reference] [--json FILE]
+    llmfs stubs [--check] [--milestone 01 ...]
+    llmfs data list | fetch NAME ... | path NAME
+
+Exit codes: 0 whenever the command did its job (a grade of 0 points included); 1 when `stubs --check`
+finds stale stubs; 2 when the command itself could not run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from llmfs.course import CourseError, load_course
+
+EXIT_OK, EXIT_STALE, EXIT_ERROR = 0, 1, 2
+
+
+def _grade(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.grader import grade
+    from llmfs.report import render, write_gradescope
+
+    course = load_course()
+    if args.reference and args.root:
+        raise CourseError("give either ROOT or --reference, not both")
+    root = course.solutions if args.reference else Path(args.root or course.milestones_dir)
+    limits = {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
+                                ("memory_mb", args.memory_mb)) if v is not None}
+    started = time.monotonic()
+
+    def progress(m) -> None:
+        console.print(f"[dim]grading {m.id} {m.title} ...[/]", highlight=False)
+
+    results = grade(course, root, args.milestone, limits, progress)
+    render(results, root, console)
+    if args.json:
+        path = write_gradescope(results, time.monotonic() - started, Path(args.json))
+        console.print(f"wrote {path}", highlight=False)
+    return EXIT_OK
+
+
+def _stubs(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.fsutil import atomic_write_text, display_path
+    from llmfs.stubs import plan
+
+    course = load_course()
+    milestones = [course.milestone(i) for i in args.milestone] if args.milestone else None
+    files = plan(course, milestones)
+    stale = [f for f in files if not f.up_to_date]
+    if args.check:
+        for f in stale:
+            console.print(f"stale: {display_path(f.stub)} differs from what `llmfs stubs` makes of "
+                          f"{display_path(f.solution)}", highlight=False)
+        if stale:
+            console.print("run `llmfs stubs` and commit milestones/", highlight=False)
+            return EXIT_STALE
+        console.print(f"{len(files)} stub files up to date", highlight=False)
+        return EXIT_OK
+    for f in stale:
+        atomic_write_text(f.stub, f.content)
+        console.print(f"wrote {display_path(f.stub)}", highlight=False)
+    console.print(f"{len(files)} stub files, {len(stale)} rewritten", highlight=False)
+    return EXIT_OK
+
+
+def _data(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.data import fetch, locate, registry
+
+    if args.data_command == "list":
+        for name, ds in sorted(registry().items()):
+            where = locate(name)
+            console.print(f"[bold]{name}[/]  {ds.description}\n    "
+                          f"{'found at ' + str(where) if where else 'not downloaded'}", highlight=False)
+    elif args.data_command == "fetch":
+        for name in args.names:
+            console.print(f"{name}: {fetch(name)}", highlight=False)
+    elif args.data_command == "path":
+        where = locate(args.name)
+        if where is None:
+            console.print(f"{args.name} is not available locally; run `llmfs data fetch {args.name}`")
+            return EXIT_ERROR
+        print(where)
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmfs", description="Build an LLM from Scratch: grade, stubs, data.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("grade", help="run the hidden tests of each milestone against an implementation")
+    g.add_argument("root", nargs="?", help="implementation root to grade (default: ./milestones)")
+    g.add_argument("--milestone", "-m", action="append", metavar="NN", help="grade only these milestones")
+    g.add_argument("--reference", action="store_true", help="grade the reference solutions/")
+    g.add_argument("--json", metavar="FILE", help="write Gradescope's results.json schema to FILE")
+    g.add_argument("--time-limit", type=float, metavar="S", help="override each milestone's wall-clock limit")
+    g.add_argument("--test-timeout", type=float, metavar="S", help="override the per-test time limit")
+    g.add_argument("--memory-mb", type=int, metavar="MB", help="override the memory cap")
+    g.set_defaults(run=_grade)
+
+    s = sub.add_parser("stubs", help="regenerate milestones/ from solutions/ (nbgrader ClearSolutions)")
+    s.add_argument("--check", action="store_true", help="only report stubs that differ; exit 1 if any")
+    s.add_argument("--milestone", "-m", action="append", metavar="NN")
+    s.set_defaults(run=_stubs)
+
+    d = sub.add_parser("data", help="the dataset registry: list, fetch, path")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dsub.add_parser("list", help="every dataset and where it is")
+    f = dsub.add_parser("fetch", help="find or download datasets, verifying their sha256")
+    f.add_argument("names", nargs="+", metavar="NAME")
+    p = dsub.add_parser("path", help="print the local folder of a dataset")
+    p.add_argument("name", metavar="NAME")
+    d.set_defaults(run=_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console(stderr=False, soft_wrap=False)
+    from llmfs.data import DataError
+    from llmfs.grader import GraderError
+    from llmfs.stubs import StubError
+
+    try:
+        return args.run(args, console)
+    except (CourseError, GraderError, StubError, DataError) as e:
+        Console(stderr=True).print(f"[bold red]llmfs {args.command}:[/] {e}", highlight=False)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""Grade an implementation root: each milestone's hidden tests in their own limited subprocess.
+
+For every milestone, `pytest tests/NN --impl-root ROOT` runs in a child process that has
+- a wall-clock limit (course.toml `time_limit_s`); the child's whole process group is killed past it,
+- an address-space cap (`memory_mb`), so a 30 GB allocation fails inside the child, not the machine,
+- a per-test limit (`test_timeout_s`, through pytest-timeout), so one infinite loop costs one test.
+The child streams one JSON line per event (see llmfs.pytest_plugin); whatever it finished before being
+killed still counts. Nothing a learner's code does can stop the grader from reporting every milestone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from llmfs.course import Course, Milestone
+from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
+
+NOT_STARTED, PARTIAL, COMPLETE, ERROR, TIMEOUT = "not started", "partial", "complete", "error", "timeout"
+LOG_TAIL = 8000
+
+
+class GraderError(Exception):
+    """The grader itself cannot run (bad arguments, missing tests): not the learner's fault."""
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    name: str
+    task: str | None
+    max_score: float
+    outcome: str = "not run"  # passed / failed / skipped / not run
+    kind: str | None = None  # stub / import / timeout / memory / None
+    message: str = ""
+    duration: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return self.max_score if self.outcome == "passed" else 0.0
+
+
+@dataclass
+class MilestoneResult:
+    milestone: Milestone
+    status: str
+    tests: list[TestResult] = field(default_factory=list)
+    seconds: float = 0.0
+    message: str = ""  # the one line a learner should read first
+    metrics: list[dict] = field(default_factory=list)
+    log: str = ""  # the tail of pytest's own output
+
+    @property
+    def score(self) -> float:
+        return sum(t.score for t in self.tests)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t.max_score for t in self.tests) if self.tests else self.milestone.points
+
+    @property
+    def passed(self) -> int:
+        return sum(t.outcome == "passed" for t in self.tests)
+
+
+@dataclass(frozen=True)
+class Limits:
+    time_limit_s: float
+    test_timeout_s: float
+    memory_mb: int
+
+    @classmethod
+    def of(cls, m: Milestone, time_limit_s: float | None = None, test_timeout_s: float | None = None,
+           memory_mb: int | None = None) -> Limits:
+        return cls(time_limit_s or m.time_limit_s, test_timeout_s or m.test_timeout_s, memory_mb or m.memory_mb)
+
+
+def _limit_child(memory_mb: int):
+    def preexec() -> None:  # runs in the child between fork and exec
+        cap = memory_mb * 2**20
+        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+    return preexec
+
+
+def _read_events(path: Path) -> list[dict]:
+    events = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:  # the line being written when the child was killed
+                break
+    return events
+
+
+def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, limits: Limits) -> list[str]:
+    return [
+        sys.executable, "-m", "pytest", str(course.hidden_tests / m.id),
+        "--impl-root", str(root), "--llmfs-results", str(results),
+        "--timeout", str(limits.test_timeout_s),
+        "--rootdir", str(course.root), "-c", str(course.root / "pyproject.toml"),
+        "--noconftest", "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--color=no",
+    ]
+
+
+def _child_env(course: Course, root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({ROOT_ENV: str(root), "LLMFS_COURSE": str(course.root), "PYTHONDONTWRITEBYTECODE": "1",
+                "PYTHONUNBUFFERED": "1"})
+    # Later milestones use earlier ones through llmfs.loader.dependency(): grade them against the
+    # reference, so a learner's bug in 05 costs points in 05 only.
+    if course.solutions.is_dir():
+        env[DEPS_ROOT_ENV] = str(course.solutions)
+    else:
+        env.pop(DEPS_ROOT_ENV, None)
+    return env
+
+
+def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | None = None) -> MilestoneResult:
+    """Run milestone `m`'s hidden tests against `root` and score them."""
+    limits = limits or Limits.of(m)
+    if not (course.hidden_tests / m.id).is_dir():
+        raise GraderError(f"no hidden tests for milestone {m.id} in {course.hidden_tests / m.id}")
+    with tempfile.TemporaryDirectory(prefix=f"llmfs-grade-{m.id}-") as tmp:
+        results, log_path = Path(tmp) / "results.jsonl", Path(tmp) / "pytest.log"
+        started = time.monotonic()
+        with open(log_path, "wb") as log:
+            child = subprocess.Popen(
+                _pytest_command(course, m, root, results, limits), cwd=course.root, env=_child_env(course, root),
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_limit_child(limits.memory_mb),
+            )
+            timed_out = False
+            try:
+                child.wait(timeout=limits.time_limit_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+            finally:
+                _kill_group(child)
+        seconds = time.monotonic() - started
+        log_tail = log_path.read_bytes()[-LOG_TAIL:].decode("utf-8", errors="replace")
+        if child.returncode == 4 and not timed_out:  # pytest's usage error: our command line is wrong
+            raise GraderError(f"pytest refused the grader's command line:\n{log_tail}")
+        return _score(m, _read_events(results), child.returncode, timed_out, limits, seconds, log_tail)
+
+
+def _kill_group(child: subprocess.Popen) -> None:
+    """Kill the child and everything it started (tests may spawn processes), then reap it."""
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    child.wait()
+
+
+def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, limits: Limits,
+           seconds: float, log: str) -> MilestoneResult:
+    result = MilestoneResult(m, status=ERROR, seconds=seconds, log=log)
+    collected = next((e["tests"] for e in events if e["event"] == "collected"), None)
+    if collected is None:
+        result.message = "the hidden tests could not be collected:\n" + log[-2000:]
+        return result
+    tests = {t["nodeid"]: TestResult(t["nodeid"], t["name"], t.get("task"), t["points"]) for t in collected}
+    result.tests = list(tests.values())
+    last_started = None
+    for e in events:
+        if e["event"] == "start":
+            last_started = e["nodeid"]
+        elif e["event"] == "result" and e["nodeid"] in tests:
+            t = tests[e["nodeid"]]
+            t.outcome, t.kind, t.message, t.duration = e["outcome"], e["kind"], e["message"], e["duration"]
+        elif e["event"] == "metric":
+            result.metrics.append({k: e[k] for k in ("name", "value", "order")})
+    unfinished = [t for t in result.tests if t.outcome == "not run"]
+    if timed_out:
+        why = f"not run: milestone {m.id} hit its time limit of {limits.time_limit_s:g} s"
+    elif returncode < 0:
+        why = f"not run: the test process was killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+    else:
+        why = f"not run: the test process exited with code {returncode} before reaching it"
+    for t in unfinished:
+        t.message = why
+    if last_started in tests and tests[last_started].outcome == "not run":
+        tests[last_started].message = why.replace("not run", "interrupted while running this test")
+    result.status, result.message = _status(result, timed_out, unfinished, returncode)
+    return result
+
+
+def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResult],
+            returncode: int) -> tuple[str, str]:
+    failed = [t for t in result.tests if t.outcome == "failed"]
+    if timed_out:
+        return TIMEOUT, next((t.message for t in result.tests if t.message.startswith("interrupted")),
+                             unfinished[0].message if unfinished else "time limit reached")
+    if imports := [t for t in failed if t.kind == "import"]:
+        return ERROR, imports[0].message
+    if unfinished:
+        crashed = next((t for t in unfinished if t.message.startswith("interrupted")), unfinished[0])
+        return ERROR, f"{crashed.name}: {crashed.message}"
+    if returncode not in (0, 1):
+        return ERROR, f"pytest exited with code {returncode}"
+    # A resource fault inside one function costs the tests that call it; the status says it happened.
+    if slow := [t for t in failed if t.kind == "timeout"]:
+        return TIMEOUT, f"{len(slow)} test(s) hit the per-test time limit, first: {slow[0].name}"
+    if hungry := [t for t in failed if t.kind == "memory"]:
+        return ERROR, (f"{len(hungry)} test(s) ran out of memory (the cap is {result.milestone.memory_mb} MB), "
+                       f"first: {hungry[0].name}")
+    if not failed:
+        return COMPLETE, ""
+    if result.passed == 0 and all(t.kind == "stub" for t in failed):
+        return NOT_STARTED, failed[0].message.removeprefix("NotImplementedError: ")
+    first = failed[0]
+    return PARTIAL, f"{first.name}: {first.message.splitlines()[0] if first.message else 'failed'}"
+
+
+def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
+          limits: dict[str, float] | None = None, progress=None) -> list[MilestoneResult]:
+    """Grade `root` milestone by milestone; `progress(milestone)` is called before each one."""
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise GraderError(f"implementation root {root} does not exist")
+    chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
+    results = []
+    for m in chosen:
+        if progress:
+            progress(m)
+        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {}))))
+    return results

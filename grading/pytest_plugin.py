@@ -1,0 +1,186 @@
+"""The course's pytest plugin (registered through the `pytest11` entry point).
+
+- registers the markers: `points(n)`, one task marker per step from course.toml, `slow`, `benchmark`;
+- `--impl-root ROOT` (or LLMFS_ROOT) chooses the implementation the tests load (see llmfs.loader);
+- turns a stub's NotImplementedError, and a learner file that cannot be imported, into one line that
+  names the file and function to fix, and lists the functions still to write at the end;
+- `--llmfs-results FILE` streams one JSON line per event (collected tests with their points, each
+  start, each result, leaderboard metrics) so `llmfs grade` keeps every finished result even when the
+  process is killed for time or memory halfway through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from llmfs.course import CourseError, load_course
+from llmfs.loader import ROOT_ENV, ImplementationError
+
+STUB_PREFIX = "Milestone "
+MAX_MESSAGE = 4000
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmfs", "Build an LLM from Scratch")
+    group.addoption("--impl-root", default=None, metavar="ROOT",
+                    help="implementation root to test: solutions/, milestones/ or a submission (env LLMFS_ROOT)")
+    group.addoption("--llmfs-results", default=None, metavar="FILE",
+                    help="append one JSON line per test event to FILE (used by `llmfs grade`)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): points this test is worth when graded")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "benchmark: compares the speed of two implementations in one run")
+    try:
+        tasks = load_course(_course_root(config)).task_markers()
+    except CourseError:
+        tasks = {}
+    for task, title in tasks.items():
+        config.addinivalue_line("markers", f"{task}: {title}")
+    if root := config.getoption("impl_root"):
+        os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
+    global _state
+    _state = _State(config.getoption("llmfs_results"))
+
+
+def _course_root(config: pytest.Config) -> Path | None:
+    for folder in (config.rootpath, *config.rootpath.parents):
+        if (folder / "course.toml").is_file():
+            return folder
+    return None
+
+
+class _State:
+    """Per-session bookkeeping: the results stream and what the learner still has to write."""
+
+    def __init__(self, results: str | None) -> None:
+        self.stream = open(results, "a", buffering=1, encoding="utf-8") if results else None  # noqa: SIM115
+        self.phases: dict[str, list[pytest.TestReport]] = {}
+        self.todo: dict[str, None] = {}  # ordered set of stub messages
+        self.broken: dict[str, None] = {}  # ordered set of import errors
+
+    def emit(self, event: str, **fields: Any) -> None:
+        if self.stream:
+            self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+
+
+# Hooks such as pytest_runtest_logreport get no config, so the session's state lives here.
+_state = _State(None)
+
+
+def _points(item: pytest.Item) -> float:
+    marker = item.get_closest_marker("points")
+    return float(marker.args[0]) if marker and marker.args else 0.0
+
+
+def _task(item: pytest.Item) -> str | None:
+    tasks = [m.name for m in item.iter_markers() if m.name.startswith("task")]
+    return tasks[0] if tasks else None
+
+
+def _title(item: pytest.Item) -> str:
+    doc = getattr(getattr(item, "function", None), "__doc__", None)
+    first = doc.strip().splitlines()[0] if doc and doc.strip() else item.name
+    if isinstance(item, pytest.Function) and hasattr(item, "callspec"):
+        first += f" [{item.callspec.id}]"
+    return first
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    _state.emit("collected", tests=[
+        {"nodeid": it.nodeid, "name": _title(it), "points": _points(it), "task": _task(it)} for it in items
+    ])
+
+
+def pytest_collectreport(report: pytest.CollectReport) -> None:
+    if report.failed:
+        _state.emit("collect_error", nodeid=report.nodeid, message=str(report.longrepr)[-MAX_MESSAGE:])
+
+
+def pytest_runtest_logstart(nodeid: str, location: tuple[str, int | None, str]) -> None:
+    _state.emit("start", nodeid=nodeid)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    report.llmfs_kind = None  # type: ignore[attr-defined]
+    excinfo = call.excinfo
+    if excinfo is None or not report.failed:
+        return
+    state = _state
+    message = str(excinfo.value)
+    if excinfo.errisinstance(NotImplementedError) and message.startswith(STUB_PREFIX):
+        report.llmfs_kind = "stub"
+        state.todo[message] = None
+        report.longrepr = f"NotImplementedError: {message}"
+    elif excinfo.errisinstance(ImplementationError):
+        report.llmfs_kind = "import"
+        state.broken[message] = None
+        report.longrepr = f"ImplementationError: {message}"
+    elif excinfo.typename == "Failed" and message.startswith("Timeout"):
+        report.llmfs_kind = "timeout"
+    elif excinfo.errisinstance(MemoryError) or "can't allocate memory" in message:
+        report.llmfs_kind = "memory"
+
+
+def _message(report: pytest.TestReport) -> str:
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = crash.message if crash is not None else str(report.longrepr)
+    return text[:MAX_MESSAGE]
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    state = _state
+    phases = state.phases.setdefault(report.nodeid, [])
+    phases.append(report)
+    if report.when != "teardown":
+        return
+    failed = [r for r in phases if r.failed]
+    skipped = any(r.skipped for r in phases)
+    outcome = "failed" if failed else "skipped" if skipped else "passed"
+    first = failed[0] if failed else None
+    state.emit("result", nodeid=report.nodeid, outcome=outcome,
+               duration=sum(r.duration for r in phases),
+               kind=getattr(first, "llmfs_kind", None) if first else None,
+               message=_message(first) if first else "")
+    del state.phases[report.nodeid]
+
+
+@pytest.fixture
+def leaderboard(request: pytest.FixtureRequest):
+    """`leaderboard(name, value, order="asc")` records a figure for the leaderboards (Gradescope's
+    `leaderboard[]`); `order` is "asc" when lower is better."""
+    state = _state
+
+    def record(name: str, value: float, order: str = "asc") -> None:
+        if order not in ("asc", "desc"):
+            raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
+        state.emit("metric", nodeid=request.node.nodeid, name=name, value=float(value), order=order)
+        request.node.user_properties.append((name, float(value)))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    state = _state
+    if state.broken:
+        terminalreporter.section("cannot import the code under test", sep="=", red=True, bold=True)
+        for message in state.broken:
+            terminalreporter.line(f"  {message}")
+    if state.todo:
+        terminalreporter.section("still to write", sep="=", yellow=True, bold=True)
+        for message in state.todo:
+            terminalreporter.line(f"  {message}")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _state.stream:
+        _state.stream.close()

@@ -1,0 +1,43 @@
+"""Helpers for test files (public and hidden): how a test gets the code under test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from types import ModuleType
+
+import pytest
+
+from llmfs.course import load_course
+from llmfs.fsutil import display_path
+from llmfs.loader import ImplementationError, implementation, implementation_root
+
+
+def implementation_fixture(milestone: str, module: str,
+                           default_root: str | os.PathLike[str] | None = None) -> Callable[[], ModuleType]:
+    """A module-scoped fixture that loads `module` of `milestone` through the one loader.
+
+    Loading in a fixture (not at import) means a learner file that does not compile, loops or exhausts
+    memory fails each test with one clear line instead of breaking collection. Public tests pass their
+    own milestones/ folder as `default_root`; hidden tests default to solutions/.
+    """
+
+    @pytest.fixture(scope="module")
+    def code_under_test() -> ModuleType:
+        try:
+            return implementation(milestone, module, default_root)
+        except pytest.fail.Exception as e:  # pytest-timeout fired while the module was being imported
+            if not str(e).startswith("Timeout"):
+                raise
+            path = implementation_root(default_root) / milestone / f"{module}.py"
+            raise ImplementationError(
+                f"{display_path(path)}: importing it did not finish within the per-test time limit; "
+                "is there an infinite loop or heavy work at module level?"
+            ) from None
+
+    return code_under_test
+
+
+def thresholds(milestone: str) -> dict[str, float]:
+    """The milestone's pass thresholds from course.toml."""
+    return load_course().milestone(milestone).thresholds

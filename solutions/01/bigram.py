@@ -1,0 +1,385 @@
+"""Milestone 01: a character-level bigram language model.
+
+The smallest language model there is: it predicts the next character from the current one alone.
+You build it twice, once by counting and once as a neural network trained by gradient descent, and
+check that both arrive at the same answer. Everything later in the course (attention, GPT-2, BPE,
+sampling) plugs into the pieces written here: a tokenizer, batches of (input, target) pairs, a model
+whose `forward` returns logits and a loss, `generate`, `estimate_loss` and a training loop.
+
+Write the parts marked `# YOUR CODE HERE`; each docstring says exactly what must come out.
+
+    task01_1  CharTokenizer, train_val_split, get_batch
+    task01_2  count_bigrams, bigram_probabilities, bigram_nll
+    task01_3  BigramLanguageModel.forward, BigramLanguageModel.generate
+    task01_4  estimate_loss, train
+
+Check your work with `pytest milestones/01` (add `-m task01_1` for one task). When it passes, train on
+TinyShakespeare with `python milestones/01/bigram.py` (about 20 seconds on a laptop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# task01_1: from text to batches of token ids
+
+
+class CharTokenizer:
+    """Maps each distinct character of a text to an integer id, and back.
+
+    The vocabulary is the sorted list of distinct characters, so ids do not depend on the order the
+    characters first appear in: for "hello", `chars == ['e', 'h', 'l', 'o']`, so "e" is 0 and "o" is 3.
+    """
+
+    def __init__(self, text: str) -> None:
+        """Build the vocabulary from `text`.
+
+        Sets `self.chars` (the sorted distinct characters) and whatever lookup tables `encode` and
+        `decode` need. Raises TypeError when `text` is not a str, ValueError when it is empty.
+        """
+        ### BEGIN SOLUTION
+        if not isinstance(text, str):
+            raise TypeError(f"CharTokenizer needs a str to build its vocabulary, got {type(text).__name__}")
+        if not text:
+            raise ValueError("CharTokenizer cannot build a vocabulary from an empty text")
+        self.chars: list[str] = sorted(set(text))
+        self.stoi = {ch: i for i, ch in enumerate(self.chars)}
+        ### END SOLUTION
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        """The id of each character of `text`, in order.
+
+        Raises TypeError when `text` is not a str, and ValueError naming the first character that is
+        not in the vocabulary and its position (e.g. "character 'z' at position 2 is not in the
+        vocabulary").
+        """
+        ### BEGIN SOLUTION
+        if not isinstance(text, str):
+            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
+        try:
+            return [self.stoi[ch] for ch in text]
+        except KeyError:
+            position = next(i for i, ch in enumerate(text) if ch not in self.stoi)
+            raise ValueError(
+                f"character {text[position]!r} at position {position} is not in the vocabulary "
+                f"of {self.vocab_size} characters"
+            ) from None
+        ### END SOLUTION
+
+    def decode(self, ids: list[int] | torch.Tensor) -> str:
+        """The text whose encoding is `ids` (a list of ints or a 1-D integer tensor).
+
+        Raises TypeError when an id is not an integer, ValueError naming the first id outside
+        [0, vocab_size).
+        """
+        ### BEGIN SOLUTION
+        if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.dim() != 1:
+                raise TypeError(f"decode() takes a 1-D integer tensor, got {ids.dtype} with shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        chars = []
+        for position, i in enumerate(ids):
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise TypeError(f"decode() takes integer ids, got {i!r} at position {position}")
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {i} at position {position} is outside the vocabulary [0, {self.vocab_size})")
+            chars.append(self.chars[i])
+        return "".join(chars)
+        ### END SOLUTION
+
+
+def train_val_split(data: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split a 1-D tensor of token ids: the first `int(train_fraction * len(data))` ids train, the rest
+    validate. No shuffling: the validation text is text the model never saw, not a random sample of it.
+
+    Raises ValueError when `train_fraction` is not strictly between 0 and 1, when `data` is not 1-D,
+    or when either part would be empty.
+    """
+    ### BEGIN SOLUTION
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+    if data.dim() != 1:
+        raise ValueError(f"train_val_split takes a 1-D tensor of ids, got shape {tuple(data.shape)}")
+    n = int(train_fraction * len(data))
+    if n == 0 or n == len(data):
+        raise ValueError(f"{len(data)} ids are too few to split {train_fraction:.0%}/{1 - train_fraction:.0%}")
+    return data[:n], data[n:]
+    ### END SOLUTION
+
+
+def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
+              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of `batch_size` windows of `block_size` consecutive ids, and their targets.
+
+    Draw the window starts with exactly one call,
+        ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
+    then x[b] = data[ix[b] : ix[b] + block_size] and y[b] = data[ix[b] + 1 : ix[b] + block_size + 1]:
+    the target at each position is the next id. Both are int64 tensors of shape (batch_size, block_size).
+
+    Raises ValueError when batch_size or block_size is below 1, or when `data` has no more than
+    `block_size` ids (no window would have a target for its last position).
+    """
+    ### BEGIN SOLUTION
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(f"batch_size and block_size must be at least 1, got {batch_size} and {block_size}")
+    if len(data) <= block_size:
+        raise ValueError(f"data has {len(data)} ids, too few for a window of block_size={block_size} plus a target")
+    ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
+    x = torch.stack([data[i : i + block_size] for i in ix.tolist()])  # (B, T)
+    y = torch.stack([data[i + 1 : i + block_size + 1] for i in ix.tolist()])  # (B, T)
+    return x.long(), y.long()
+    ### END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------------
+# task01_2: the bigram model by counting
+
+
+def count_bigrams(data: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """counts[a, b] = how many times id b directly follows id a in the 1-D tensor `data`.
+
+    Returns an int64 tensor of shape (vocab_size, vocab_size). Raises ValueError when an id is
+    outside [0, vocab_size).
+    """
+    ### BEGIN SOLUTION
+    if len(data) and (data.min() < 0 or data.max() >= vocab_size):
+        raise ValueError(f"ids must lie in [0, {vocab_size}), got [{int(data.min())}, {int(data.max())}]")
+    pairs = data[:-1].long() * vocab_size + data[1:].long()  # one number per bigram: a * V + b
+    return torch.bincount(pairs, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
+    ### END SOLUTION
+
+
+def bigram_probabilities(counts: torch.Tensor, k: float = 1.0) -> torch.Tensor:
+    """Row-normalised next-id probabilities with add-k smoothing:
+
+        P[a, b] = (counts[a, b] + k) / (sum_b' counts[a, b'] + k * V)
+
+    Smoothing gives bigrams never seen in training a small probability instead of zero (whose log
+    is -inf). Returns a float32 (V, V) tensor whose rows sum to 1. Raises ValueError when k < 0, or
+    when k == 0 and some row has no counts (its probabilities would be 0/0).
+    """
+    ### BEGIN SOLUTION
+    if k < 0:
+        raise ValueError(f"the smoothing constant k must be >= 0, got {k}")
+    smoothed = counts.float() + k
+    totals = smoothed.sum(dim=1, keepdim=True)  # (V, 1)
+    if (totals == 0).any():
+        raise ValueError("with k=0 a character that is never followed by anything has no probabilities; use k > 0")
+    return smoothed / totals
+    ### END SOLUTION
+
+
+def bigram_nll(probs: torch.Tensor, data: torch.Tensor) -> float:
+    """Mean negative log-likelihood of `data` under bigram probabilities `probs`:
+    -(1 / (N - 1)) * sum_i log probs[data[i], data[i + 1]], in nats.
+
+    Raises ValueError when `data` has fewer than 2 ids (there is no bigram to score).
+    """
+    ### BEGIN SOLUTION
+    if len(data) < 2:
+        raise ValueError(f"bigram_nll needs at least 2 ids, got {len(data)}")
+    return -probs[data[:-1], data[1:]].log().mean().item()
+    ### END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------------
+# task01_3: the bigram model as a neural network
+
+
+class BigramLanguageModel(nn.Module):
+    """Each id looks up a row of a (V, V) table: the logits of the next id. Trained with gradient
+    descent, the table learns the log of the counting model's probabilities (plus a constant per row).
+    """
+
+    def __init__(self, vocab_size: int) -> None:
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.token_embedding_table = nn.Embedding(vocab_size, vocab_size)
+
+    def forward(self, idx: torch.Tensor,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) int64 ids. Returns (logits, loss).
+
+        logits: (B, T, V), the row of the table for each id. loss: the mean cross-entropy between
+        logits and targets over all B*T positions (F.cross_entropy wants (N, V) logits and (N,)
+        targets), or None when `targets` is None.
+        """
+        ### BEGIN SOLUTION
+        logits = self.token_embedding_table(idx)  # (B, T, V)
+        if targets is None:
+            return logits, None
+        B, T, V = logits.shape
+        loss = F.cross_entropy(logits.view(B * T, V), targets.reshape(B * T))
+        return logits, loss
+        ### END SOLUTION
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend each row of `idx` (B, T) by `max_new_tokens` sampled ids; returns (B, T + max_new_tokens).
+
+        At each step: the logits of the last position, softmax, then one draw with
+        `torch.multinomial(probs, num_samples=1, generator=generator)`, appended to the sequence.
+        The same generator seed gives the same text. Raises ValueError when `idx` is not 2-D or
+        `max_new_tokens` is negative.
+        """
+        ### BEGIN SOLUTION
+        if idx.dim() != 2:
+            raise ValueError(f"generate() takes idx of shape (B, T), got {tuple(idx.shape)}")
+        if max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        for _ in range(max_new_tokens):
+            logits, _ = self(idx[:, -1:])  # (B, 1, V): a bigram only needs the last id
+            probs = F.softmax(logits[:, -1, :], dim=-1)  # (B, V)
+            idx_next = torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
+            idx = torch.cat((idx, idx_next), dim=1)  # (B, T + 1)
+        return idx
+        ### END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------------
+# task01_4: measuring and training
+
+
+@torch.no_grad()
+def estimate_loss(model: nn.Module, splits: dict[str, torch.Tensor], batch_size: int, block_size: int,
+                  eval_iters: int, generator: torch.Generator | None = None) -> dict[str, float]:
+    """The mean loss over `eval_iters` batches of each split, e.g. {"train": 2.45, "val": 2.49}.
+
+    For each split in the order given, draw `eval_iters` batches with `get_batch(data, batch_size,
+    block_size, generator)` and average `model(x, y)`'s losses. Run in eval mode (dropout off) with
+    no gradients, and leave the model in the mode it was in. Raises ValueError when eval_iters < 1.
+    """
+    ### BEGIN SOLUTION
+    if eval_iters < 1:
+        raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
+    was_training = model.training
+    model.eval()
+    out = {}
+    for name, data in splits.items():
+        losses = torch.zeros(eval_iters)
+        for i in range(eval_iters):
+            x, y = get_batch(data, batch_size, block_size, generator)
+            _, loss = model(x, y)
+            losses[i] = loss.item()
+        out[name] = losses.mean().item()
+    model.train(was_training)
+    return out
+    ### END SOLUTION
+
+
+def train(model: nn.Module, train_data: torch.Tensor, *, max_iters: int, batch_size: int, block_size: int,
+          learning_rate: float, generator: torch.Generator | None = None, progress: bool = True) -> list[float]:
+    """Train `model` with torch.optim.AdamW(model.parameters(), lr=learning_rate) for `max_iters`
+    steps; returns the training loss of every step.
+
+    Each step: a batch from `get_batch(train_data, batch_size, block_size, generator)`, the loss,
+    `optimizer.zero_grad(set_to_none=True)`, `loss.backward()`, `optimizer.step()`. With `progress`,
+    show a tqdm progress bar. Raises ValueError when max_iters < 0.
+    """
+    ### BEGIN SOLUTION
+    from tqdm.auto import tqdm
+
+    if max_iters < 0:
+        raise ValueError(f"max_iters must be >= 0, got {max_iters}")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
+    losses = []
+    bar = tqdm(range(max_iters), desc="training", disable=not progress, leave=False)
+    for _ in bar:
+        x, y = get_batch(train_data, batch_size, block_size, generator)
+        _, loss = model(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    return losses
+    ### END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------------
+# Putting it together: `python milestones/01/bigram.py` (given; nothing to write below)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description="Train the character bigram on TinyShakespeare.")
+    parser.add_argument("--max-iters", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--block-size", type=int, default=8)
+    parser.add_argument("--learning-rate", type=float, default=1e-2)
+    parser.add_argument("--eval-iters", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--out", type=Path, default=Path("runs/01"), help="where results.json and loss.png go")
+    args = parser.parse_args(argv)
+
+    from llmfs.data import fetch_file
+    from llmfs.fsutil import atomic_write_text
+
+    text = fetch_file("tinyshakespeare").read_text(encoding="utf-8")
+    tokenizer = CharTokenizer(text)
+    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    train_data, val_data = train_val_split(data)
+    print(f"{len(text):,} characters, vocabulary of {tokenizer.vocab_size}")
+
+    probs = bigram_probabilities(count_bigrams(train_data, tokenizer.vocab_size), k=1.0)
+    count_nll = bigram_nll(probs, val_data)
+    print(f"count model (add-1 smoothing): validation NLL {count_nll:.4f}, uniform would be "
+          f"{math.log(tokenizer.vocab_size):.4f}")
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    model = BigramLanguageModel(tokenizer.vocab_size)
+    losses = train(model, train_data, max_iters=args.max_iters, batch_size=args.batch_size,
+                   block_size=args.block_size, learning_rate=args.learning_rate, generator=generator)
+    estimate = estimate_loss(model, {"train": train_data, "val": val_data}, args.batch_size, args.block_size,
+                             args.eval_iters, generator)
+    print(f"neural bigram after {args.max_iters} steps: train {estimate['train']:.4f}, val {estimate['val']:.4f}")
+
+    sample = model.generate(torch.zeros((1, 1), dtype=torch.long), 300, generator)[0]
+    print("sample:\n" + tokenizer.decode(sample))
+
+    results = {"count_model_val_nll": count_nll, "train_loss": estimate["train"], "val_loss": estimate["val"],
+               **{k: v for k, v in vars(args).items() if k != "out"}}
+    atomic_write_text(args.out / "results.json", json.dumps(results, indent=2) + "\n")
+    _plot(losses, count_nll, args.out / "loss.png")
+    print(f"wrote {args.out / 'results.json'} and {args.out / 'loss.png'}")
+    return results
+
+
+def _plot(losses: list[float], count_nll: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(losses, lw=0.6, alpha=0.6, label="training loss (one batch)")
+    window = max(1, len(losses) // 50)
+    smooth = torch.tensor(losses).unfold(0, window, 1).mean(1) if len(losses) >= window else torch.tensor(losses)
+    ax.plot(range(window - 1, window - 1 + len(smooth)), smooth, label=f"running mean ({window} steps)")
+    ax.axhline(count_nll, color="k", ls="--", lw=1, label=f"count model, validation ({count_nll:.3f})")
+    ax.set(xlabel="step", ylabel="cross-entropy (nats)", title="Character bigram on TinyShakespeare")
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+if __name__ == "__main__":
+    main()

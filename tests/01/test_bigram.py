@@ -1,0 +1,401 @@
+"""Hidden tests for milestone 01 (character bigram): the grade. 100 points.
+
+Reference values never come from the code under test: they are counted with torch.bincount, computed
+with torch.nn.functional.cross_entropy, derived from a formula (ln V for uniform logits), or drawn with
+the exact torch.randint call the docstrings specify.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llmfs.data import fetch_file
+from llmfs.testing import implementation_fixture, thresholds
+
+bigram = implementation_fixture("01", "bigram")
+LIMITS = thresholds("01")
+SEED = 1337
+
+
+@pytest.fixture(scope="module")
+def text() -> str:
+    return fetch_file("tinyshakespeare").read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def corpus(bigram, text):
+    """The whole corpus encoded, split 90/10, and the vocabulary size; checked independently below."""
+    tokenizer = bigram.CharTokenizer(text)
+    data = torch.tensor(tokenizer.encode(text), dtype=torch.long)
+    n = int(0.9 * len(data))
+    return tokenizer, data[:n], data[n:]
+
+
+@pytest.fixture(scope="module")
+def trained(bigram, corpus):
+    """The neural bigram trained with the milestone's default settings (3000 AdamW steps, lr 1e-2)."""
+    tokenizer, train_data, _ = corpus
+    torch.manual_seed(SEED)
+    model = bigram.BigramLanguageModel(tokenizer.vocab_size)
+    losses = bigram.train(model, train_data, max_iters=3000, batch_size=32, block_size=8, learning_rate=1e-2,
+                          generator=torch.Generator().manual_seed(SEED), progress=False)
+    return model, losses
+
+
+def reference_counts(data: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.long)
+    counts.index_put_((data[:-1], data[1:]), torch.ones(len(data) - 1, dtype=torch.long), accumulate=True)
+    return counts
+
+
+def full_nll(model, data: torch.Tensor) -> float:
+    """The model's exact mean NLL over every bigram of `data` (no sampling)."""
+    with torch.no_grad():
+        logits, _ = model(data[:-1].view(1, -1))
+    return F.cross_entropy(logits[0], data[1:]).item()
+
+
+# ---------------------------------------------------------------------------------------------- task01_1
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(3)
+def test_vocabulary_is_the_sorted_distinct_characters(bigram, text):
+    """The vocabulary is sorted(set(text)): 65 characters for TinyShakespeare"""
+    tokenizer = bigram.CharTokenizer(text)
+    assert list(tokenizer.chars) == sorted(set(text))
+    assert tokenizer.vocab_size == len(set(text)) == 65
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(5)
+def test_encode_decode_round_trips_the_whole_corpus(bigram, text):
+    """decode(encode(text)) == text on all 1,115,394 characters, with ids given by sorted position"""
+    tokenizer = bigram.CharTokenizer(text)
+    ids = tokenizer.encode(text)
+    assert len(ids) == len(text)
+    rank = {ch: i for i, ch in enumerate(sorted(set(text)))}
+    assert ids[:2000] == [rank[ch] for ch in text[:2000]]
+    assert ids[-2000:] == [rank[ch] for ch in text[-2000:]]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(torch.tensor(ids[:500])) == text[:500]
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(3)
+def test_unknown_character_error_names_the_character(bigram):
+    """Encoding a character outside the vocabulary raises ValueError naming it"""
+    tokenizer = bigram.CharTokenizer("hello world")
+    with pytest.raises(ValueError, match="z"):
+        tokenizer.encode("hello wzrld")
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(3)
+def test_bad_tokenizer_input_raises_clear_errors(bigram):
+    """Non-strings, empty texts and out-of-range ids raise TypeError/ValueError"""
+    with pytest.raises(ValueError):
+        bigram.CharTokenizer("")
+    with pytest.raises(TypeError):
+        bigram.CharTokenizer(["a", "b"])
+    tokenizer = bigram.CharTokenizer("abc")
+    with pytest.raises(TypeError):
+        tokenizer.encode(123)
+    with pytest.raises(ValueError, match="3"):
+        tokenizer.decode([0, 1, 3])
+    with pytest.raises(ValueError):
+        tokenizer.decode([-1])
+    with pytest.raises(TypeError):
+        tokenizer.decode([0, "a"])
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(4)
+def test_train_val_split_is_90_10_in_order(bigram):
+    """train_val_split keeps order: the first int(0.9 n) ids train, the rest validate"""
+    data = torch.arange(1001)
+    train_data, val_data = bigram.train_val_split(data)
+    assert torch.equal(train_data, data[:900]) and torch.equal(val_data, data[900:])
+    train_data, val_data = bigram.train_val_split(data, train_fraction=0.5)
+    assert len(train_data) == 500 and len(val_data) == 501
+    for bad in (0.0, 1.0, -0.1, 1.5):
+        with pytest.raises(ValueError):
+            bigram.train_val_split(data, train_fraction=bad)
+    with pytest.raises(ValueError):
+        bigram.train_val_split(torch.zeros(4, 4, dtype=torch.long))
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(2)
+@pytest.mark.parametrize("batch_size,block_size", [(1, 1), (4, 8), (32, 64)])
+def test_get_batch_draws_the_specified_windows(bigram, corpus, batch_size, block_size):
+    """get_batch draws starts with one torch.randint call and cuts (B, T) int64 windows"""
+    _, train_data, _ = corpus
+    x, y = bigram.get_batch(train_data, batch_size, block_size, torch.Generator().manual_seed(SEED))
+    ix = torch.randint(len(train_data) - block_size, (batch_size,), generator=torch.Generator().manual_seed(SEED))
+    expected_x = torch.stack([train_data[i : i + block_size] for i in ix])
+    expected_y = torch.stack([train_data[i + 1 : i + 1 + block_size] for i in ix])
+    assert x.shape == y.shape == (batch_size, block_size)
+    assert x.dtype == y.dtype == torch.int64
+    assert torch.equal(x, expected_x) and torch.equal(y, expected_y)
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(3)
+def test_targets_are_inputs_shifted_by_one(bigram):
+    """y[:, t] is the id that follows x[:, t] in the data"""
+    data = torch.randperm(5000, generator=torch.Generator().manual_seed(0))
+    position = torch.empty_like(data)
+    position[data] = torch.arange(len(data))
+    x, y = bigram.get_batch(data, 16, 10, torch.Generator().manual_seed(1))
+    assert torch.equal(y[:, :-1], x[:, 1:])
+    assert torch.equal(position[y], position[x] + 1)
+
+
+@pytest.mark.task01_1
+@pytest.mark.points(3)
+def test_get_batch_rejects_impossible_sizes(bigram):
+    """Windows longer than the data, and sizes below 1, raise ValueError"""
+    data = torch.arange(10)
+    with pytest.raises(ValueError):
+        bigram.get_batch(data, 2, 10)
+    with pytest.raises(ValueError):
+        bigram.get_batch(data, 0, 4)
+    with pytest.raises(ValueError):
+        bigram.get_batch(data, 2, 0)
+    x, y = bigram.get_batch(data, 3, 9, torch.Generator().manual_seed(0))  # the longest window that fits
+    assert torch.equal(x, torch.arange(9).expand(3, 9)) and torch.equal(y, torch.arange(1, 10).expand(3, 9))
+
+
+# ---------------------------------------------------------------------------------------------- task01_2
+
+
+@pytest.mark.task01_2
+@pytest.mark.points(6)
+def test_count_bigrams_matches_an_independent_count(bigram, corpus):
+    """count_bigrams equals counting every (a, b) pair of the training split with index_put_"""
+    tokenizer, train_data, _ = corpus
+    counts = bigram.count_bigrams(train_data, tokenizer.vocab_size)
+    assert counts.shape == (65, 65)
+    assert torch.equal(counts.long(), reference_counts(train_data, 65))
+    assert counts.sum() == len(train_data) - 1
+    with pytest.raises(ValueError):
+        bigram.count_bigrams(torch.tensor([0, 1, 5]), 5)
+
+
+@pytest.mark.task01_2
+@pytest.mark.points(2)
+@pytest.mark.parametrize("k", [0.5, 1.0, 3.0])
+def test_add_k_smoothing_formula(bigram, k):
+    """P[a, b] = (c[a, b] + k) / (sum_b c[a, b] + k V), rows sum to 1"""
+    counts = torch.tensor([[0, 2, 1], [0, 0, 0], [5, 1, 0]])
+    probs = bigram.bigram_probabilities(counts, k=k)
+    expected = torch.tensor([[(c + k) / (sum(row) + 3 * k) for c in row] for row in counts.tolist()])
+    torch.testing.assert_close(probs.float(), expected, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(probs.sum(1).float(), torch.ones(3))
+
+
+@pytest.mark.task01_2
+@pytest.mark.points(3)
+def test_smoothing_rejects_impossible_k(bigram):
+    """k < 0, or k = 0 with a character never followed by anything, raises ValueError"""
+    counts = torch.tensor([[1, 1], [0, 0]])
+    with pytest.raises(ValueError):
+        bigram.bigram_probabilities(counts, k=-1.0)
+    with pytest.raises(ValueError):
+        bigram.bigram_probabilities(counts, k=0.0)
+
+
+@pytest.mark.task01_2
+@pytest.mark.points(5)
+def test_count_model_nll_on_shakespeare(bigram, corpus):
+    """bigram_nll equals -mean log P over the validation bigrams, and beats uniform by far"""
+    tokenizer, train_data, val_data = corpus
+    probs = bigram.bigram_probabilities(reference_counts(train_data, 65), k=1.0)
+    expected_probs = (reference_counts(train_data, 65) + 1.0) / (reference_counts(train_data, 65).sum(1, True) + 65)
+    nll = bigram.bigram_nll(probs, val_data)
+    expected = -expected_probs[val_data[:-1], val_data[1:]].log().mean().item()
+    assert nll == pytest.approx(expected, abs=1e-5)
+    assert nll < math.log(65) - 1.5  # uniform is 4.17; a bigram knows which letters follow which
+    with pytest.raises(ValueError):
+        bigram.bigram_nll(probs, torch.tensor([3]))
+
+
+# ---------------------------------------------------------------------------------------------- task01_3
+
+
+@pytest.mark.task01_3
+@pytest.mark.points(6)
+def test_forward_returns_logits_and_cross_entropy(bigram):
+    """forward gives (B, T, V) logits and F.cross_entropy of them over all B*T positions"""
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(11)
+    idx, targets = torch.randint(11, (3, 7)), torch.randint(11, (3, 7))
+    logits, loss = model(idx, targets)
+    assert logits.shape == (3, 7, 11)
+    torch.testing.assert_close(loss, F.cross_entropy(logits.reshape(21, 11), targets.reshape(21)))
+    logits_only, none = model(idx)
+    assert none is None and torch.equal(logits_only, logits)
+    loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.task01_3
+@pytest.mark.points(2)
+@pytest.mark.parametrize("vocab_size", [2, 65, 500])
+def test_uniform_logits_give_log_vocab_loss(bigram, vocab_size):
+    """With every parameter zero, the logits are uniform and the loss is ln(V)"""
+    model = bigram.BigramLanguageModel(vocab_size)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    idx = torch.randint(vocab_size, (4, 16), generator=torch.Generator().manual_seed(0))
+    _, loss = model(idx, torch.roll(idx, 1, dims=1))
+    assert loss.item() == pytest.approx(math.log(vocab_size), rel=1e-6)
+
+
+@pytest.mark.task01_3
+@pytest.mark.points(5)
+def test_generate_is_deterministic_for_a_seed(bigram):
+    """The same generator seed gives the same sequence; another seed gives another"""
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(30)
+    prompt = torch.tensor([[3], [7]])
+    first = model.generate(prompt, 100, torch.Generator().manual_seed(42))
+    again = model.generate(prompt, 100, torch.Generator().manual_seed(42))
+    other = model.generate(prompt, 100, torch.Generator().manual_seed(43))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+@pytest.mark.task01_3
+@pytest.mark.points(5)
+def test_generate_keeps_the_prompt_and_emits_vocab_ids(bigram):
+    """generate returns (B, T + n), the prompt first, every new id in [0, V), following the model"""
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(5)
+    with torch.no_grad():  # a deterministic model: after id a always comes (a + 1) mod 5
+        model.token_embedding_table.weight.copy_(torch.roll(torch.eye(5), 1, dims=1) * 100)
+    prompt = torch.tensor([[0, 2], [4, 1]])
+    out = model.generate(prompt, 6, torch.Generator().manual_seed(0))
+    assert out.shape == (2, 8) and out.dtype == torch.int64
+    assert torch.equal(out[:, :2], prompt)
+    assert torch.equal(out[0], torch.tensor([0, 2, 3, 4, 0, 1, 2, 3]))
+    random_model = bigram.BigramLanguageModel(7)
+    sample = random_model.generate(torch.zeros(4, 1, dtype=torch.long), 200, torch.Generator().manual_seed(1))
+    assert sample.min() >= 0 and sample.max() < 7
+
+
+@pytest.mark.task01_3
+@pytest.mark.points(3)
+def test_generate_rejects_bad_input(bigram):
+    """A 1-D prompt or a negative length raises ValueError; zero new tokens returns the prompt"""
+    model = bigram.BigramLanguageModel(5)
+    with pytest.raises(ValueError):
+        model.generate(torch.tensor([1, 2]), 3)
+    with pytest.raises(ValueError):
+        model.generate(torch.tensor([[1, 2]]), -1)
+    assert torch.equal(model.generate(torch.tensor([[1, 2]]), 0), torch.tensor([[1, 2]]))
+
+
+# ---------------------------------------------------------------------------------------------- task01_4
+
+
+class Recorder(torch.nn.Module):
+    """A stand-in model that records how it is called: train/eval mode and whether autograd is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+        self.calls: list[tuple[bool, bool]] = []
+
+    def forward(self, idx, targets=None):
+        self.calls.append((self.training, torch.is_grad_enabled()))
+        loss = idx.float().mean() / 100 + self.weight.sum()
+        return None, loss
+
+
+@pytest.mark.task01_4
+@pytest.mark.points(5)
+def test_estimate_loss_uses_eval_mode_without_gradients(bigram):
+    """estimate_loss runs the model in eval mode with autograd off, then restores the mode"""
+    data = torch.arange(100)
+    for mode in (True, False):
+        model = Recorder().train(mode)
+        out = bigram.estimate_loss(model, {"train": data, "val": data}, 4, 8, 3, torch.Generator().manual_seed(0))
+        assert set(out) == {"train", "val"} and all(isinstance(v, float) for v in out.values())
+        assert len(model.calls) == 6
+        assert all(call == (False, False) for call in model.calls)
+        assert model.training is mode
+    with pytest.raises(ValueError):
+        bigram.estimate_loss(Recorder(), {"val": data}, 4, 8, 0)
+
+
+@pytest.mark.task01_4
+@pytest.mark.points(5)
+def test_estimate_loss_is_the_mean_over_specified_batches(bigram):
+    """Each split's estimate is the mean loss over eval_iters batches drawn in split order"""
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(20)
+    splits = {"train": torch.randint(20, (3000,)), "val": torch.randint(20, (800,))}
+    out = bigram.estimate_loss(model, splits, 8, 16, 5, torch.Generator().manual_seed(7))
+    g = torch.Generator().manual_seed(7)
+    for name, data in splits.items():
+        losses = []
+        for _ in range(5):
+            ix = torch.randint(len(data) - 16, (8,), generator=g)
+            x = torch.stack([data[i : i + 16] for i in ix])
+            y = torch.stack([data[i + 1 : i + 17] for i in ix])
+            logits = model.token_embedding_table.weight[x]
+            losses.append(F.cross_entropy(logits.reshape(-1, 20), y.reshape(-1)).item())
+        assert out[name] == pytest.approx(sum(losses) / 5, rel=1e-5)
+
+
+@pytest.mark.task01_4
+@pytest.mark.points(4)
+def test_train_returns_one_loss_per_step_and_learns(bigram):
+    """train returns max_iters losses; a short run lowers the loss; a seed makes it repeatable"""
+    data = torch.arange(2000) % 7  # 0 1 2 ... 6 0 1 ...: every next id is certain
+
+    def run() -> list[float]:
+        torch.manual_seed(3)
+        model = bigram.BigramLanguageModel(7)
+        return bigram.train(model, data, max_iters=200, batch_size=8, block_size=8, learning_rate=0.1,
+                            generator=torch.Generator().manual_seed(3), progress=False)
+
+    losses = run()
+    assert len(losses) == 200 and all(isinstance(v, float) for v in losses)
+    assert sum(losses[-20:]) / 20 < 0.2 < sum(losses[:5]) / 5
+    assert run() == losses
+    with pytest.raises(ValueError):
+        bigram.train(bigram.BigramLanguageModel(7), data, max_iters=-1, batch_size=2, block_size=2,
+                     learning_rate=0.1, progress=False)
+
+
+@pytest.mark.task01_4
+@pytest.mark.points(6)
+def test_neural_bigram_reaches_the_count_model(bigram, corpus, trained):
+    """Trained on TinyShakespeare, the neural bigram's validation NLL is within 0.02 of counting's"""
+    _, train_data, val_data = corpus
+    model, _ = trained
+    counts = reference_counts(train_data, 65).double()
+    count_nll = -((counts + 1) / (counts.sum(1, keepdim=True) + 65))[val_data[:-1], val_data[1:]].log().mean().item()
+    gap = full_nll(model, val_data) - count_nll
+    assert gap <= LIMITS["count_model_gap_max"], (
+        f"validation NLL {full_nll(model, val_data):.4f} is {gap:.4f} above the count model's {count_nll:.4f}"
+    )
+
+
+@pytest.mark.task01_4
+@pytest.mark.points(5)
+def test_validation_loss_is_at_most_2_50(bigram, corpus, trained, leaderboard):
+    """estimate_loss on the validation split after training is at most 2.50 (the original: 2.47)"""
+    _, train_data, val_data = corpus
+    model, _ = trained
+    out = bigram.estimate_loss(model, {"val": val_data}, 32, 8, 500, torch.Generator().manual_seed(SEED))
+    leaderboard("bigram val loss", out["val"], order="asc")
+    assert out["val"] <= LIMITS["val_loss_max"]

@@ -1,0 +1,66 @@
+"""Fixtures for the tests of the `llmfs` tool itself (not collected by `llmfs grade`, which runs tests/NN)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from llmfs.course import Course, load_course
+
+
+@pytest.fixture(scope="session")
+def course() -> Course:
+    return load_course()
+
+
+@pytest.fixture(scope="session")
+def llmfs(course: Course) -> Callable[..., subprocess.CompletedProcess]:
+    """llmfs("grade", "--reference", cwd=..., env=...): the command line as a user runs it, in a fresh process."""
+
+    def run(*args: str, cwd: Path = course.root, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "llmfs.cli", *args], cwd=cwd, env={**os.environ, **(env or {})},
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@dataclass
+class Graded:
+    proc: subprocess.CompletedProcess
+    results: dict  # Gradescope's results.json
+    milestones: dict[str, dict]  # extra_data summaries by milestone id
+
+
+@pytest.fixture
+def grade(llmfs, tmp_path: Path) -> Callable[..., Graded]:
+    """grade(ROOT, *flags, cwd=course): `llmfs grade ROOT --json FILE`, which must exit 0, and its results."""
+
+    def run(root: Path, *extra: str, cwd: Path | None = None) -> Graded:
+        out = tmp_path / "results.json"
+        proc = llmfs("grade", str(root), "--json", str(out), *extra, **({"cwd": cwd} if cwd else {}))
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results = json.loads(out.read_text())
+        return Graded(proc, results, {m["id"]: m for m in results["extra_data"]["milestones"]})
+
+    return run
+
+
+@pytest.fixture
+def copy_of_solutions(course: Course, tmp_path: Path) -> Callable[[str], Path]:
+    """copy("01") -> a fresh implementation root holding the reference 01, to break on purpose."""
+
+    def copy(milestone: str) -> Path:
+        root = tmp_path / "submission"
+        shutil.copytree(course.solutions / milestone, root / milestone)
+        return root
+
+    return copy

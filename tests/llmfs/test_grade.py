@@ -1,0 +1,266 @@
+"""`llmfs grade`: scores, statuses, limits and the Gradescope results.json, on the real milestone 01 and on
+a two-milestone toy course (fast, no torch) for what needs more than one milestone."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+# Gradescope's autograder results format (https://gradescope-autograders.readthedocs.io), as a JSON Schema.
+VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
+GRADESCOPE_SCHEMA = {
+    "type": "object",
+    "required": ["tests"],
+    "additionalProperties": False,
+    "properties": {
+        "score": {"type": "number"},
+        "execution_time": {"type": "number"},
+        "output": {"type": "string"},
+        "visibility": VISIBILITY,
+        "stdout_visibility": VISIBILITY,
+        "extra_data": {"type": "object"},
+        "tests": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "score", "max_score"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string"}, "number": {"type": "string"},
+                "score": {"type": "number"}, "max_score": {"type": "number"},
+                "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
+                "tags": {"type": "array", "items": {"type": "string"}}, "visibility": VISIBILITY,
+                "extra_data": {"type": "object"},
+            },
+        }},
+        "leaderboard": {"type": "array", "items": {
+            "type": "object",
+            "required": ["name", "value"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string"}, "value": {"type": ["number", "string"]},
+                           "order": {"enum": ["asc", "desc"]}},
+        }},
+    },
+}
+
+
+def test_reference_is_complete_with_full_points(course, grade):
+    graded = grade(course.solutions, "--milestone", "01")
+    proc, results, summary = graded.proc, graded.results, graded.milestones["01"]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    assert summary["status"] == "complete"
+    assert summary["score"] == summary["max_score"] == course.milestone("01").points  # the manifest's points
+    assert results["score"] == sum(t["score"] for t in results["tests"]) == 100
+    assert all(t["status"] == "passed" and t["max_score"] > 0 for t in results["tests"])
+    assert all(any(tag.startswith("task01_") for tag in t["tags"]) for t in results["tests"])
+    assert len({t["number"] for t in results["tests"]}) == len(results["tests"])
+    assert [e["name"] for e in results["leaderboard"]] == ["01 bigram val loss"]
+    assert "complete" in proc.stdout and "100/100" in proc.stdout
+
+
+def test_reference_flag_grades_solutions(llmfs):
+    proc = llmfs("grade", "--reference", "--milestone", "01")
+    assert proc.returncode == 0 and "complete" in proc.stdout and "100/100" in proc.stdout
+
+
+def test_stubs_are_not_started_without_traceback_spam(course, grade):
+    graded = grade(course.milestones_dir, "--milestone", "01")
+    proc, results, summary = graded.proc, graded.results, graded.milestones["01"]
+    jsonschema.validate(results, GRADESCOPE_SCHEMA)
+    assert summary["status"] == "not started" and summary["score"] == 0
+    assert "write `CharTokenizer.__init__` in milestones/01/bigram.py" in summary["message"]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert all(t["output"].startswith("NotImplementedError: Milestone 01: write `") for t in results["tests"])
+
+
+def _break(root: Path, old: str, new: str) -> None:
+    path = root / "01" / "bigram.py"
+    source = path.read_text()
+    assert old in source
+    path.write_text(source.replace(old, new, 1))
+
+
+ANCHOR = "from torch.nn import functional as F\n"
+
+
+@pytest.mark.parametrize("fault,old,new,status,words", [
+    ("syntax error", "def get_batch(", "def get_batch((", "error", ["bigram.py, line", "SyntaxError"]),
+    ("module-level infinite loop", ANCHOR, ANCHOR + "while True:\n    pass\n", "error", ["did not finish"]),
+    ("30 GB at import", ANCHOR, ANCHOR + "_hog = torch.ones(30 * 2**30 // 4)\n", "error", ["allocate"]),
+    ("30 GB bytearray", ANCHOR, ANCHOR + "_hog = bytearray(30 * 2**30)\n", "error", ["MemoryError"]),
+    ("missing function", "def count_bigrams(", "def count_bigrams_renamed(", "error", ["`count_bigrams` is missing"]),
+])
+def test_a_broken_milestone_is_an_error_with_zero_points(copy_of_solutions, grade, fault, old, new, status, words):
+    root = copy_of_solutions("01")
+    _break(root, old, new)
+    graded = grade(root, "--test-timeout", "4")
+    jsonschema.validate(graded.results, GRADESCOPE_SCHEMA)
+    proc, summary = graded.proc, graded.milestones["01"]
+    assert (summary["status"], summary["score"]) == (status, 0), summary
+    for word in words:
+        assert word in summary["message"], summary["message"]
+    assert "Traceback" not in proc.stdout
+
+
+def test_a_loop_inside_one_function_costs_only_its_tests(copy_of_solutions, grade):
+    root = copy_of_solutions("01")
+    _break(root, "    if len(data) < 2:\n        raise ValueError(f\"bigram_nll",
+           "    while True:\n        pass\n    if len(data) < 2:\n        raise ValueError(f\"bigram_nll")
+    graded = grade(root, "--test-timeout", "3")
+    results, summary = graded.results, graded.milestones["01"]
+    assert summary["status"] == "timeout"
+    failed = [t for t in results["tests"] if t["status"] == "failed"]
+    assert [t["name"] for t in failed] == ["01 Character bigram: bigram_nll equals -mean log P over the validation "
+                                           "bigrams, and beats uniform by far"]
+    assert "Timeout" in failed[0]["output"]
+    assert summary["score"] == 100 - failed[0]["max_score"]
+
+
+def test_the_wall_clock_limit_kills_the_milestone_and_keeps_finished_results(copy_of_solutions, grade):
+    root = copy_of_solutions("01")
+    # every test that trains on Shakespeare now sleeps; the ones before it have already been scored
+    _break(root, "    model.train()\n    optimizer", "    import time\n    time.sleep(600)\n    model.train()\n    optimizer")
+    graded = grade(root, "--time-limit", "25", "--test-timeout", "600")
+    results, summary = graded.results, graded.milestones["01"]
+    assert summary["status"] == "timeout" and summary["seconds"] < 60
+    assert 0 < summary["score"] < 100
+    outputs = [t["output"] for t in results["tests"] if t["status"] == "failed"]
+    assert any(o.startswith("interrupted while running this test") for o in outputs)
+    assert all("time limit of 25 s" in o for o in outputs)
+
+
+# ---------------------------------------------------------------------------------- a two-milestone toy course
+
+TOY_MANIFEST = """
+[course]
+title = "toy"
+[[milestone]]
+id = "01"
+title = "Adder"
+modules = ["adder"]
+points = 10
+time_limit_s = 60
+test_timeout_s = 10
+memory_mb = 2048
+[milestone.api]
+adder = ["add"]
+[milestone.tasks]
+task01_1 = "add"
+[[milestone]]
+id = "02"
+title = "Multiplier"
+modules = ["multiplier"]
+builds_on = ["01"]
+points = 6
+time_limit_s = 60
+test_timeout_s = 10
+memory_mb = 2048
+[milestone.tasks]
+task02_1 = "multiply"
+"""
+
+TOY_TEST_01 = """
+import pytest
+from llmfs.testing import implementation_fixture
+adder = implementation_fixture("01", "adder")
+
+@pytest.mark.task01_1
+@pytest.mark.points(4)
+def test_small(adder):
+    assert adder.add(2, 3) == 5
+
+@pytest.mark.task01_1
+@pytest.mark.points(6)
+def test_negative(adder):
+    assert adder.add(-2, -3) == -5
+"""
+
+TOY_TEST_02 = """
+import pytest
+from llmfs.testing import implementation_fixture
+multiplier = implementation_fixture("02", "multiplier")
+
+@pytest.mark.task02_1
+@pytest.mark.points(3)
+def test_first(multiplier):
+    assert multiplier.mul(3, 4) == 12
+
+@pytest.mark.task02_1
+@pytest.mark.points(3)
+def test_second(multiplier):
+    assert multiplier.mul(0, 4) == 0
+"""
+
+MULTIPLIER = """
+from llmfs.loader import dependency
+adder = dependency("01", "adder")
+
+def mul(a, b):
+    total = 0
+    for _ in range(a):
+        total = adder.add(total, b)
+    return total
+"""
+
+
+@pytest.fixture
+def toy_course(tmp_path: Path) -> Path:
+    course = tmp_path / "course"
+    files = {
+        "course.toml": TOY_MANIFEST,
+        "pyproject.toml": '[tool.pytest.ini_options]\naddopts = "--strict-markers --import-mode=importlib"\n',
+        "solutions/01/adder.py": "def add(a, b):\n    return a + b\n",
+        "solutions/02/multiplier.py": MULTIPLIER,
+        "tests/01/test_adder.py": TOY_TEST_01,
+        "tests/02/test_multiplier.py": TOY_TEST_02,
+    }
+    for name, text in files.items():
+        (course / name).parent.mkdir(parents=True, exist_ok=True)
+        (course / name).write_text(textwrap.dedent(text))
+    return course
+
+
+@pytest.fixture
+def toy_grade(toy_course, grade, tmp_path):
+    """toy_grade({"01/adder.py": source, ...}) grades that learner root in the toy course."""
+
+    def run(submission: dict[str, str]) -> dict[str, dict]:
+        root = tmp_path / "learner"
+        for name, text in submission.items():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / name).write_text(text)
+        graded = grade(root, cwd=toy_course)
+        jsonschema.validate(graded.results, GRADESCOPE_SCHEMA)
+        return graded.milestones
+
+    return run
+
+
+def test_an_error_in_one_milestone_does_not_stop_the_next(toy_grade):
+    report = toy_grade({"01/adder.py": "def add(a, b)\n    return a + b\n", "02/multiplier.py": MULTIPLIER})
+    assert (report["01"]["status"], report["01"]["score"]) == ("error", 0)
+    assert "adder.py, line 1: SyntaxError" in report["01"]["message"]
+    # 02 reuses 01 through dependency(): graded against the reference 01, the learner's broken 01 costs nothing here
+    assert (report["02"]["status"], report["02"]["score"]) == ("complete", 6)
+
+
+def test_partial_credit_and_a_crash_mid_run(toy_grade):
+    crashing = "import os\n\ndef mul(a, b):\n    if b == 4 and a == 0:\n        os._exit(0)\n    return a * b\n"
+    report = toy_grade({"01/adder.py": "def add(a, b):\n    return a + abs(b)\n", "02/multiplier.py": crashing})
+    assert (report["01"]["status"], report["01"]["score"]) == ("partial", 4)
+    assert (report["02"]["status"], report["02"]["score"]) == ("error", 3)  # the first test passed before the crash
+    assert "test_second" in report["02"]["message"] or "interrupted" in report["02"]["message"]
+
+
+def test_a_missing_milestone_folder_is_an_error_not_a_crash(toy_grade):
+    report = toy_grade({"01/adder.py": "def add(a, b):\n    return a + b\n"})
+    assert report["01"]["status"] == "complete"
+    assert (report["02"]["status"], report["02"]["score"]) == ("error", 0)
+    assert "multiplier.py is missing" in report["02"]["message"]
+
+
+def test_the_grader_itself_failing_exits_non_zero(llmfs, tmp_path):
+    assert llmfs("grade", str(tmp_path / "nowhere")).returncode == 2
+    unknown = llmfs("grade", "--reference", "--milestone", "99")
+    assert unknown.returncode == 2 and "no milestone '99'" in unknown.stderr
