@@ -10,6 +10,7 @@ killed still counts. Nothing a learner's code does can stop the grader from repo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import resource
@@ -156,10 +157,8 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
 
 def _kill_group(child: subprocess.Popen) -> None:
     """Kill the child and everything it started (tests may spawn processes), then reap it."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
     child.wait()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from llmfs.course import CourseError, load_course
 from llmfs.loader import ROOT_ENV, ImplementationError
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
-from llmfs.course import Course, Milestone
 from nbgrader.preprocessors import ClearSolutions
+
+from llmfs.course import Course, Milestone
 
 PLACEHOLDER = "LLMFS_STUB_MESSAGE"
 CODE_STUB = f"# YOUR CODE HERE\nraise NotImplementedError({PLACEHOLDER})"

@@ -120,7 +120,8 @@ def test_a_loop_inside_one_function_costs_only_its_tests(copy_of_solutions, grad
 def test_the_wall_clock_limit_kills_the_milestone_and_keeps_finished_results(copy_of_solutions, grade):
     root = copy_of_solutions("01")
     # every test that trains on Shakespeare now sleeps; the ones before it have already been scored
-    _break(root, "    model.train()\n    optimizer", "    import time\n    time.sleep(600)\n    model.train()\n    optimizer")
+    sleep = "    import time\n    time.sleep(600)\n"
+    _break(root, "    model.train()\n    optimizer", sleep + "    model.train()\n    optimizer")
     graded = grade(root, "--time-limit", "25", "--test-timeout", "600")
     results, summary = graded.results, graded.milestones["01"]
     assert summary["status"] == "timeout" and summary["seconds"] < 60

@@ -1,0 +1,53 @@
+"""What a learner sees: `pytest milestones/NN` on the stubs, then with the solution filled in."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def learner_copy(course, tmp_path: Path) -> Path:
+    """A learner's checkout: the manifest, the pytest settings and milestones/, without solutions/ or tests/."""
+    root = tmp_path / "learner"
+    root.mkdir()
+    for name in ("course.toml", "pyproject.toml"):
+        shutil.copy(course.root / name, root / name)
+    shutil.copytree(course.milestones_dir, root / "milestones")
+    return root
+
+
+def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("milestone", ["01"])
+def test_stubs_fail_fast_naming_the_function_to_write(course, tmp_path, milestone):
+    root = learner_copy(course, tmp_path)
+    proc = run_pytest(root, f"milestones/{milestone}")
+    assert proc.returncode == 1
+    out = proc.stdout
+    assert f"NotImplementedError: Milestone {milestone}: write `" in out
+    assert "still to write" in out
+    assert "Traceback" not in out and "ImportError" not in out
+    assert len(out.splitlines()) < 60, out  # one line per failing test, not a wall of tracebacks
+
+
+def test_one_task_at_a_time(course, tmp_path):
+    root = learner_copy(course, tmp_path)
+    proc = run_pytest(root, "milestones/01", "-m", "task01_2")
+    assert proc.returncode == 1
+    assert "write `count_bigrams`" in proc.stdout and "CharTokenizer" not in proc.stdout
+
+
+@pytest.mark.parametrize("milestone", ["01"])
+def test_public_tests_pass_once_the_solution_is_copied_over_the_stubs(course, tmp_path, milestone):
+    root = learner_copy(course, tmp_path)
+    for module in course.milestone(milestone).modules:
+        shutil.copy(course.solutions / milestone / f"{module}.py", root / "milestones" / milestone / f"{module}.py")
+    proc = run_pytest(root, f"milestones/{milestone}")
+    assert proc.returncode == 0, proc.stdout
+    assert " passed" in proc.stdout and "failed" not in proc.stdout
