@@ -84,14 +84,18 @@ def _break(root: Path, old: str, new: str) -> None:
 ANCHOR = "from torch.nn import functional as F\n"
 
 
-@pytest.mark.parametrize("fault,old,new,status,words", [
-    ("syntax error", "def get_batch(", "def get_batch((", "error", ["bigram.py, line", "SyntaxError"]),
-    ("module-level infinite loop", ANCHOR, ANCHOR + "while True:\n    pass\n", "error", ["did not finish"]),
-    ("30 GB at import", ANCHOR, ANCHOR + "_hog = torch.ones(30 * 2**30 // 4)\n", "error", ["allocate"]),
-    ("30 GB bytearray", ANCHOR, ANCHOR + "_hog = bytearray(30 * 2**30)\n", "error", ["MemoryError"]),
-    ("missing function", "def count_bigrams(", "def count_bigrams_renamed(", "error", ["`count_bigrams` is missing"]),
-])
-def test_a_broken_milestone_is_an_error_with_zero_points(copy_of_solutions, grade, fault, old, new, status, words):
+FAULTS = {  # name: (text to replace, replacement, expected status, words the message must contain)
+    "syntax error": ("def get_batch(", "def get_batch((", "error", ["bigram.py, line", "SyntaxError"]),
+    "module-level infinite loop": (ANCHOR, ANCHOR + "while True:\n    pass\n", "error", ["did not finish"]),
+    "30 GB tensor at import": (ANCHOR, ANCHOR + "_hog = torch.ones(30 * 2**30 // 4)\n", "error", ["allocate"]),
+    "30 GB bytearray at import": (ANCHOR, ANCHOR + "_hog = bytearray(30 * 2**30)\n", "error", ["MemoryError"]),
+    "missing function": ("def count_bigrams(", "def count_bigrams_renamed(", "error", ["`count_bigrams` is missing"]),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_broken_milestone_is_an_error_with_zero_points(copy_of_solutions, grade, fault):
+    old, new, status, words = FAULTS[fault]
     root = copy_of_solutions("01")
     _break(root, old, new)
     graded = grade(root, "--test-timeout", "4")
