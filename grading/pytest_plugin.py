@@ -25,37 +25,6 @@ STUB_PREFIX = "Milestone "
 MAX_MESSAGE = 4000
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("llmfs", "Build an LLM from Scratch")
-    group.addoption("--impl-root", default=None, metavar="ROOT",
-                    help="implementation root to test: solutions/, milestones/ or a submission (env LLMFS_ROOT)")
-    group.addoption("--llmfs-results", default=None, metavar="FILE",
-                    help="append one JSON line per test event to FILE (used by `llmfs grade`)")
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "points(n): points this test is worth when graded")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
-    config.addinivalue_line("markers", "benchmark: compares the speed of two implementations in one run")
-    try:
-        tasks = load_course(_course_root(config)).task_markers()
-    except CourseError:
-        tasks = {}
-    for task, title in tasks.items():
-        config.addinivalue_line("markers", f"{task}: {title}")
-    if root := config.getoption("impl_root"):
-        os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
-    global _state
-    _state = _State(config.getoption("llmfs_results"))
-
-
-def _course_root(config: pytest.Config) -> Path | None:
-    for folder in (config.rootpath, *config.rootpath.parents):
-        if (folder / "course.toml").is_file():
-            return folder
-    return None
-
-
 class _State:
     """Per-session bookkeeping: the results stream and what the learner still has to write."""
 
@@ -98,6 +67,37 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     ])
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("llmfs", "Build an LLM from Scratch")
+    group.addoption("--impl-root", default=None, metavar="ROOT",
+                    help="implementation root to test: solutions/, milestones/ or a submission (env LLMFS_ROOT)")
+    group.addoption("--llmfs-results", default=None, metavar="FILE",
+                    help="append one JSON line per test event to FILE (used by `llmfs grade`)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "points(n): points this test is worth when graded")
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+    config.addinivalue_line("markers", "benchmark: compares the speed of two implementations in one run")
+    try:
+        tasks = load_course(_course_root(config)).task_markers()
+    except CourseError:
+        tasks = {}
+    for task, title in tasks.items():
+        config.addinivalue_line("markers", f"{task}: {title}")
+    if root := config.getoption("impl_root"):
+        os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
+    global _state
+    _state = _State(config.getoption("llmfs_results"))
+
+
+def _course_root(config: pytest.Config) -> Path | None:
+    for folder in (config.rootpath, *config.rootpath.parents):
+        if (folder / "course.toml").is_file():
+            return folder
+    return None
+
+
 def pytest_collectreport(report: pytest.CollectReport) -> None:
     if report.failed:
         _state.emit("collect_error", nodeid=report.nodeid, message=str(report.longrepr)[-MAX_MESSAGE:])
@@ -115,15 +115,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
     excinfo = call.excinfo
     if excinfo is None or not report.failed:
         return
-    state = _state
     message = str(excinfo.value)
     if excinfo.errisinstance(NotImplementedError) and message.startswith(STUB_PREFIX):
         report.llmfs_kind = "stub"
-        state.todo[message] = None
+        _state.todo[message] = None
         report.longrepr = f"NotImplementedError: {message}"
     elif excinfo.errisinstance(ImplementationError):
         report.llmfs_kind = "import"
-        state.broken[message] = None
+        _state.broken[message] = None
         report.longrepr = f"ImplementationError: {message}"
     elif excinfo.typename == "Failed" and message.startswith("Timeout"):
         report.llmfs_kind = "timeout"
@@ -139,8 +138,7 @@ def _message(report: pytest.TestReport) -> str:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    state = _state
-    phases = state.phases.setdefault(report.nodeid, [])
+    phases = _state.phases.setdefault(report.nodeid, [])
     phases.append(report)
     if report.when != "teardown":
         return
@@ -148,37 +146,34 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     skipped = any(r.skipped for r in phases)
     outcome = "failed" if failed else "skipped" if skipped else "passed"
     first = failed[0] if failed else None
-    state.emit("result", nodeid=report.nodeid, outcome=outcome,
+    _state.emit("result", nodeid=report.nodeid, outcome=outcome,
                duration=sum(r.duration for r in phases),
                kind=getattr(first, "llmfs_kind", None) if first else None,
                message=_message(first) if first else "")
-    del state.phases[report.nodeid]
+    del _state.phases[report.nodeid]
 
 
 @pytest.fixture
 def leaderboard(request: pytest.FixtureRequest):
     """`leaderboard(name, value, order="asc")` records a figure for the leaderboards (Gradescope's
     `leaderboard[]`); `order` is "asc" when lower is better."""
-    state = _state
-
     def record(name: str, value: float, order: str = "asc") -> None:
         if order not in ("asc", "desc"):
             raise ValueError(f"order must be 'asc' or 'desc', got {order!r}")
-        state.emit("metric", nodeid=request.node.nodeid, name=name, value=float(value), order=order)
+        _state.emit("metric", nodeid=request.node.nodeid, name=name, value=float(value), order=order)
         request.node.user_properties.append((name, float(value)))
 
     return record
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    state = _state
-    if state.broken:
+    if _state.broken:
         terminalreporter.section("cannot import the code under test", sep="=", red=True, bold=True)
-        for message in state.broken:
+        for message in _state.broken:
             terminalreporter.line(f"  {message}")
-    if state.todo:
+    if _state.todo:
         terminalreporter.section("still to write", sep="=", yellow=True, bold=True)
-        for message in state.todo:
+        for message in _state.todo:
             terminalreporter.line(f"  {message}")
 
 
