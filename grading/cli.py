@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from llmfs.course import CourseError, load_course
 
@@ -33,12 +34,18 @@ def _grade(args: argparse.Namespace, console: Console) -> int:
     limits = {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
                                 ("memory_mb", args.memory_mb)) if v is not None}
     started = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
 
-    def progress(m) -> None:
-        console.print(f"[dim]grading {m.id} {m.title} ...[/]", highlight=False)
+        def progress(m):
+            if not console.is_terminal:  # CI logs: one plain line per milestone
+                console.print(f"grading {m.id} {m.title} ...", highlight=False)
+            task = bar.add_task(f"grading {m.id} {m.title}", total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
 
-    results = grade(course, root, args.milestone, limits, progress)
-    render(results, root, console)
+        results = grade(course, root, args.milestone, limits, progress)
+    render(results, root, console, verbose=args.verbose)
     if args.json:
         path = write_gradescope(results, time.monotonic() - started, Path(args.json))
         console.print(f"wrote {path}", highlight=False)
@@ -89,6 +96,20 @@ def _data(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _positive(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {kind.__name__}, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llmfs", description="Build an LLM from Scratch: grade, stubs, data.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -98,9 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--milestone", "-m", action="append", metavar="NN", help="grade only these milestones")
     g.add_argument("--reference", action="store_true", help="grade the reference solutions/")
     g.add_argument("--json", metavar="FILE", help="write Gradescope's results.json schema to FILE")
-    g.add_argument("--time-limit", type=float, metavar="S", help="override each milestone's wall-clock limit")
-    g.add_argument("--test-timeout", type=float, metavar="S", help="override the per-test time limit")
-    g.add_argument("--memory-mb", type=int, metavar="MB", help="override the memory cap")
+    g.add_argument("--verbose", "-v", action="store_true", help="list every failed test with its message")
+    g.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
+    g.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test time limit")
+    g.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
     g.set_defaults(run=_grade)
 
     s = sub.add_parser("stubs", help="regenerate milestones/ from solutions/ (nbgrader ClearSolutions)")

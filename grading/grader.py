@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,8 +128,35 @@ def _child_env(course: Course, root: Path) -> dict[str, str]:
     return env
 
 
-def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | None = None) -> MilestoneResult:
-    """Run milestone `m`'s hidden tests against `root` and score them."""
+def _progress_of(results: Path) -> tuple[int, int | None]:
+    """(tests finished, tests collected or None) from the results stream written so far."""
+    done, total = 0, None
+    for e in _read_events(results):
+        if e["event"] == "collected":
+            total = len(e["tests"])
+        elif e["event"] == "result":
+            done += 1
+    return done, total
+
+
+def _wait(child: subprocess.Popen, limit_s: float, results: Path, on_progress) -> bool:
+    """Wait for `child` at most `limit_s` seconds, reporting progress; True when the limit was hit."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            child.wait(timeout=min(0.5, max(0.0, deadline - time.monotonic())))
+            return False
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                return True
+            if on_progress:
+                on_progress(*_progress_of(results))
+
+
+def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | None = None,
+                    on_progress: Callable[[int, int | None], None] | None = None) -> MilestoneResult:
+    """Run milestone `m`'s hidden tests against `root` and score them; `on_progress(done, total)` is
+    called about twice a second while they run."""
     limits = limits or Limits.of(m)
     if not (course.hidden_tests / m.id).is_dir():
         raise GraderError(f"no hidden tests for milestone {m.id} in {course.hidden_tests / m.id}")
@@ -141,11 +169,8 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_limit_child(limits.memory_mb),
             )
-            timed_out = False
             try:
-                child.wait(timeout=limits.time_limit_s)
-            except subprocess.TimeoutExpired:
-                timed_out = True
+                timed_out = _wait(child, limits.time_limit_s, results, on_progress)
             finally:
                 _kill_group(child)
         seconds = time.monotonic() - started
@@ -223,15 +248,17 @@ def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResul
 
 
 def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
-          limits: dict[str, float] | None = None, progress=None) -> list[MilestoneResult]:
-    """Grade `root` milestone by milestone; `progress(milestone)` is called before each one."""
+          limits: dict[str, float] | None = None,
+          progress: Callable[[Milestone], Callable[[int, int | None], None] | None] | None = None,
+          ) -> list[MilestoneResult]:
+    """Grade `root` milestone by milestone. `progress(milestone)` is called before each one and may return
+    an `on_progress(done, total)` callback for that milestone's tests."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise GraderError(f"implementation root {root} does not exist")
     chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
     results = []
     for m in chosen:
-        if progress:
-            progress(m)
-        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {}))))
+        on_progress = progress(m) if progress else None
+        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress))
     return results

@@ -19,7 +19,7 @@ from llmfs.grader import COMPLETE, ERROR, NOT_STARTED, PARTIAL, TIMEOUT, Milesto
 STYLE = {COMPLETE: "bold green", PARTIAL: "yellow", NOT_STARTED: "dim", ERROR: "bold red", TIMEOUT: "bold red"}
 
 
-def render(results: list[MilestoneResult], root: Path, console: Console) -> None:
+def render(results: list[MilestoneResult], root: Path, console: Console, verbose: bool = False) -> None:
     table = Table(title=f"Grades for {root}", title_justify="left")
     for column, justify in (("Milestone", "left"), ("Title", "left"), ("Passed", "right"),
                             ("Points", "right"), ("Time", "right"), ("Status", "left")):
@@ -38,6 +38,13 @@ def render(results: list[MilestoneResult], root: Path, console: Console) -> None
                           highlight=False, soft_wrap=True)
             for line in first[1:6]:
                 console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
+    if verbose:
+        for r in results:
+            for t in r.tests:
+                if t.outcome != "passed":
+                    console.print(f"[red]✗[/] {r.milestone.id} {t.name} ({t.max_score:g} pts)", highlight=False)
+                    for line in (t.message or t.outcome).strip().splitlines()[:8]:
+                        console.print(f"    {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _test_output(t) -> str:

@@ -269,3 +269,19 @@ def test_the_grader_itself_failing_exits_non_zero(llmfs, tmp_path):
     assert llmfs("grade", str(tmp_path / "nowhere")).returncode == 2
     unknown = llmfs("grade", "--reference", "--milestone", "99")
     assert unknown.returncode == 2 and "no milestone '99'" in unknown.stderr
+
+
+def test_verbose_lists_each_failed_test_with_its_message(toy_course, grade, tmp_path):
+    root = tmp_path / "learner"
+    (root / "01").mkdir(parents=True)
+    (root / "01" / "adder.py").write_text("def add(a, b):\n    return a + abs(b)\n")
+    graded = grade(root, "--milestone", "01", "--verbose", cwd=toy_course)
+    assert "✗ 01 test_negative (6 pts)" in graded.proc.stdout
+    assert "AssertionError: assert 1 == -5" in graded.proc.stdout
+    assert "test_small" not in graded.proc.stdout
+
+
+@pytest.mark.parametrize("flag,value", [("--time-limit", "-3"), ("--test-timeout", "0"), ("--memory-mb", "lots")])
+def test_limits_must_be_positive_numbers(llmfs, flag, value):
+    proc = llmfs("grade", flag, value)
+    assert proc.returncode == 2 and f"argument {flag}: expected a positive" in proc.stderr
