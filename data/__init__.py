@@ -164,6 +164,8 @@ def download(url: str, dest: Path, *, sha256: str = "", size: int | None = None,
         if sha256 and digest.hexdigest() != sha256:
             raise DataError(f"download of {url} is corrupt: sha256 {digest.hexdigest()}, expected {sha256}")
         os.replace(part, dest)
+    except http.client.IncompleteRead as e:
+        raise DataError(f"download of {url} was cut off after {received:,} bytes: {e}") from e
     except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
         raise DataError(f"could not download {url}: {e}. Offline? Point ${DATA_ENV} at a folder "
                         f"that already has {dest.parent.name}/{dest.name}.") from e

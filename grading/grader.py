@@ -111,7 +111,8 @@ def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, lim
         "--impl-root", str(root), "--llmfs-results", str(results),
         "--timeout", str(limits.test_timeout_s),
         "--rootdir", str(course.root), "-c", str(course.root / "pyproject.toml"),
-        "--noconftest", "-p", "no:cacheprovider", "-q", "--no-header", "-rN", "--color=no",
+        "--noconftest", "--continue-on-collection-errors", "-p", "no:cacheprovider",
+        "-q", "--no-header", "-rN", "--color=no",
     ]
 
 
@@ -209,7 +210,7 @@ def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, l
     if timed_out:
         why = f"not run: milestone {m.id} hit its time limit of {limits.time_limit_s:g} s"
     elif returncode < 0:
-        why = f"not run: the test process was killed by signal {-returncode} ({signal.Signals(-returncode).name})"
+        why = f"not run: the test process was killed by signal {_signal_name(-returncode)}"
     else:
         why = f"not run: the test process exited with code {returncode} before reaching it"
     for t in unfinished:
@@ -217,7 +218,18 @@ def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, l
     if last_started in tests and tests[last_started].outcome == "not run":
         tests[last_started].message = why.replace("not run", "interrupted while running this test")
     result.status, result.message = _status(result, timed_out, unfinished, returncode)
+    if broken := [e for e in events if e["event"] == "collect_error"]:  # the hidden tests' fault, not the learner's
+        result.status = ERROR
+        result.message = f"hidden test file {broken[0]['nodeid']} could not be collected (tell your instructor):\n" \
+                         + broken[0]["message"][-1500:]
     return result
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"{number} ({signal.Signals(number).name})"
+    except ValueError:
+        return str(number)
 
 
 def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResult],

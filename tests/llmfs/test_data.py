@@ -66,7 +66,7 @@ def test_a_wrong_hash_leaves_nothing(server, tmp_path):
 
 def test_a_download_cut_off_halfway_leaves_nothing(server, tmp_path):
     dest = tmp_path / "d" / "file.bin"
-    with pytest.raises(DataError, match="cut off|could not download"):
+    with pytest.raises(DataError, match="was cut off"):
         download(f"{server}/truncated", dest, sha256=hashlib.sha256(PAYLOAD).hexdigest(), progress=False)
     assert only_dest(dest.parent) == []
 

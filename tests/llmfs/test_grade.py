@@ -285,3 +285,14 @@ def test_verbose_lists_each_failed_test_with_its_message(toy_course, grade, tmp_
 def test_limits_must_be_positive_numbers(llmfs, flag, value):
     proc = llmfs("grade", flag, value)
     assert proc.returncode == 2 and f"argument {flag}: expected a positive" in proc.stderr
+
+
+def test_a_hidden_test_file_that_cannot_be_collected_is_reported(toy_course, grade, tmp_path):
+    (toy_course / "tests" / "01" / "test_broken.py").write_text("import nonexistent_module\n")
+    root = tmp_path / "learner"
+    (root / "01").mkdir(parents=True)
+    (root / "01" / "adder.py").write_text("def add(a, b):\n    return a + b\n")
+    summary = grade(root, "--milestone", "01", cwd=toy_course).milestones["01"]
+    assert summary["status"] == "error" and summary["score"] == 10  # the tests that ran still count
+    assert "tests/01/test_broken.py could not be collected" in summary["message"]
+    assert "nonexistent_module" in summary["message"]
