@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
 # task01_1: from text to batches of token ids

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
 # task01_1: from text to batches of token ids
@@ -290,8 +291,6 @@ def train(model: nn.Module, train_data: torch.Tensor, *, max_iters: int, batch_s
     show a tqdm progress bar. Raises ValueError when max_iters < 0.
     """
     ### BEGIN SOLUTION
-    from tqdm.auto import tqdm
-
     if max_iters < 0:
         raise ValueError(f"max_iters must be >= 0, got {max_iters}")
     model.train()
