@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from llmfs.course import CourseError, load_course
+from llmfs.course import CourseError, find_course_root, load_course
 from llmfs.loader import ROOT_ENV, ImplementationError
 
 STUB_PREFIX = "Milestone "
@@ -80,7 +80,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds")
     config.addinivalue_line("markers", "benchmark: compares the speed of two implementations in one run")
     try:
-        tasks = load_course(_course_root(config)).task_markers()
+        tasks = load_course(find_course_root(config.rootpath)).task_markers()
     except CourseError:
         tasks = {}
     for task, title in tasks.items():
@@ -89,13 +89,6 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
     global _state
     _state = _State(config.getoption("llmfs_results"))
-
-
-def _course_root(config: pytest.Config) -> Path | None:
-    for folder in (config.rootpath, *config.rootpath.parents):
-        if (folder / "course.toml").is_file():
-            return folder
-    return None
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
