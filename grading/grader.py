@@ -94,15 +94,37 @@ def _limit_child(memory_mb: int):
     return preexec
 
 
-def _read_events(path: Path) -> list[dict]:
-    events = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+class _EventStream:
+    """The child's results file, read as it grows: each complete line is parsed once. A line still being
+    written (or cut off when the child was killed) is left for the next read, or dropped at the end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.events: list[dict] = []
+        self.finished = 0  # tests with a result
+        self.collected: int | None = None  # tests collected, once known
+
+    def read(self) -> list[dict]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return self.events
+        complete = chunk.rfind(b"\n") + 1
+        self.offset += complete
+        for line in chunk[:complete].splitlines():
             try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:  # the line being written when the child was killed
-                break
-    return events
+                event = json.loads(line)
+            except json.JSONDecodeError:  # not ours: the code under test shares the child process
+                continue
+            self.events.append(event)
+            if event["event"] == "collected":
+                self.collected = len(event["tests"])
+            elif event["event"] == "result":
+                self.finished += 1
+        return self.events
 
 
 def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, limits: Limits) -> list[str]:
@@ -129,18 +151,7 @@ def _child_env(course: Course, root: Path) -> dict[str, str]:
     return env
 
 
-def _progress_of(results: Path) -> tuple[int, int | None]:
-    """(tests finished, tests collected or None) from the results stream written so far."""
-    done, total = 0, None
-    for e in _read_events(results):
-        if e["event"] == "collected":
-            total = len(e["tests"])
-        elif e["event"] == "result":
-            done += 1
-    return done, total
-
-
-def _wait(child: subprocess.Popen, limit_s: float, results: Path, on_progress) -> bool:
+def _wait(child: subprocess.Popen, limit_s: float, stream: _EventStream, on_progress) -> bool:
     """Wait for `child` at most `limit_s` seconds, reporting progress; True when the limit was hit."""
     deadline = time.monotonic() + limit_s
     while True:
@@ -151,7 +162,8 @@ def _wait(child: subprocess.Popen, limit_s: float, results: Path, on_progress) -
             if time.monotonic() >= deadline:
                 return True
             if on_progress:
-                on_progress(*_progress_of(results))
+                stream.read()
+                on_progress(stream.finished, stream.collected)
 
 
 def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | None = None,
@@ -163,6 +175,7 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
         raise GraderError(f"no hidden tests for milestone {m.id} in {course.hidden_tests / m.id}")
     with tempfile.TemporaryDirectory(prefix=f"llmfs-grade-{m.id}-") as tmp:
         results, log_path = Path(tmp) / "results.jsonl", Path(tmp) / "pytest.log"
+        stream = _EventStream(results)
         started = time.monotonic()
         with open(log_path, "wb") as log:
             child = subprocess.Popen(
@@ -171,14 +184,14 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
                 start_new_session=True, preexec_fn=_limit_child(limits.memory_mb),
             )
             try:
-                timed_out = _wait(child, limits.time_limit_s, results, on_progress)
+                timed_out = _wait(child, limits.time_limit_s, stream, on_progress)
             finally:
                 _kill_group(child)
         seconds = time.monotonic() - started
         log_tail = log_path.read_bytes()[-LOG_TAIL:].decode("utf-8", errors="replace")
         if child.returncode == 4 and not timed_out:  # pytest's usage error: our command line is wrong
             raise GraderError(f"pytest refused the grader's command line:\n{log_tail}")
-        return _score(m, _read_events(results), child.returncode, timed_out, limits, seconds, log_tail)
+        return _score(m, stream.read(), child.returncode, timed_out, limits, seconds, log_tail)
 
 
 def _kill_group(child: subprocess.Popen) -> None:
@@ -217,11 +230,8 @@ def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, l
         t.message = why
     if last_started in tests and tests[last_started].outcome == "not run":
         tests[last_started].message = why.replace("not run", "interrupted while running this test")
-    result.status, result.message = _status(result, timed_out, unfinished, returncode)
-    if broken := [e for e in events if e["event"] == "collect_error"]:  # the hidden tests' fault, not the learner's
-        result.status = ERROR
-        result.message = f"hidden test file {broken[0]['nodeid']} could not be collected (tell your instructor):\n" \
-                         + broken[0]["message"][-1500:]
+    broken = [e for e in events if e["event"] == "collect_error"]
+    result.status, result.message = _status(result, timed_out, unfinished, returncode, broken)
     return result
 
 
@@ -232,9 +242,13 @@ def _signal_name(number: int) -> str:
         return str(number)
 
 
-def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResult],
-            returncode: int) -> tuple[str, str]:
+def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResult], returncode: int,
+            collect_errors: list[dict]) -> tuple[str, str]:
     failed = [t for t in result.tests if t.outcome == "failed"]
+    if collect_errors:  # the hidden tests' fault, not the learner's; the tests that did run still count
+        first = collect_errors[0]
+        return ERROR, (f"hidden test file {first['nodeid']} could not be collected (tell your instructor):\n"
+                       + first["message"][-1500:])
     if timed_out:
         return TIMEOUT, next((t.message for t in result.tests if t.message.startswith("interrupted")),
                              unfinished[0].message if unfinished else "time limit reached")
