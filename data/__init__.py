@@ -13,16 +13,18 @@ leaves a file that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.client
 import os
-import shutil
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from llmfs.course import CourseError, load_course
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -95,12 +97,8 @@ def search_roots() -> list[Path]:
     roots = []
     if env := os.environ.get(DATA_ENV):
         roots.append(Path(env))
-    try:
-        from llmfs.course import load_course
-
+    with contextlib.suppress(CourseError):  # outside a course checkout there are no mirrors
         roots.extend(load_course().data_mirrors)
-    except Exception:  # outside a course checkout there are no mirrors
-        pass
     roots.append(cache_dir())
     return roots
 
@@ -201,12 +199,3 @@ def fetch_file(name: str, filename: str | None = None, *, progress: bool = True)
     elif filename not in names:
         raise DataError(f"dataset {name} has no file {filename!r}; it has {', '.join(names)}")
     return fetch(name, progress=progress) / filename
-
-
-def copy_to(name: str, dest: Path) -> Path:
-    """Copy dataset `name` into `dest` with registry-relative paths (to build an offline mirror)."""
-    folder = fetch(name)
-    for f in dataset(name).files:
-        (dest / f.path).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(folder / f.name, dest / f.path)
-    return dest / dataset(name).folder

@@ -1,11 +1,14 @@
 """llmfs: the course's grading tool (the `grading/` folder is this package).
 
-- `llmfs.course`   reads course.toml, the manifest of milestones.
-- `llmfs.loader`   the one loader: imports a milestone's module from an implementation root.
-- `llmfs.stubs`    turns solutions/ into the learner's milestones/ with nbgrader's ClearSolutions.
-- `llmfs.grader`   runs each milestone's hidden tests in a sandboxed subprocess.
-- `llmfs.report`   the terminal table and Gradescope's results.json.
-- `llmfs.data`     the dataset registry, downloads and offline GPT-2 tokenizers.
+- `llmfs.course`         reads course.toml, the manifest of milestones.
+- `llmfs.loader`         the one loader: imports a milestone's module from an implementation root.
+- `llmfs.testing`        what test files use: the fixture that loads the code under test, thresholds.
+- `llmfs.pytest_plugin`  markers, points, `--impl-root`, the results stream, one-line stub failures.
+- `llmfs.stubs`          turns solutions/ into the learner's milestones/ with nbgrader's ClearSolutions.
+- `llmfs.grader`         runs each milestone's hidden tests in a limited subprocess.
+- `llmfs.report`         the terminal table and Gradescope's results.json.
+- `llmfs.fsutil`         atomic writes and readable paths.
+- `llmfs.data`           the dataset registry, downloads and offline GPT-2 tokenizers.
 """
 
 __version__ = "0.1.0"
