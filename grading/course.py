@@ -32,6 +32,7 @@ class Milestone:
     reference: str
     modules: tuple[str, ...]
     builds_on: tuple[str, ...]
+    datasets: tuple[str, ...]
     points: float
     time_limit_s: float
     test_timeout_s: float
@@ -86,6 +87,7 @@ def _milestone(raw: dict, source: Path) -> Milestone:
             reference=raw.get("reference", ""),
             modules=tuple(raw["modules"]),
             builds_on=tuple(raw.get("builds_on", ())),
+            datasets=tuple(raw.get("datasets", ())),
             points=float(raw["points"]),
             time_limit_s=float(raw["time_limit_s"]),
             test_timeout_s=float(raw["test_timeout_s"]),

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmfs import data
 from llmfs.course import Course, Milestone
 from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
 
@@ -273,6 +274,16 @@ def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResul
     return PARTIAL, f"{first.name}: {first.message.splitlines()[0] if first.message else 'failed'}"
 
 
+def fetch_datasets(milestones: list[Milestone]) -> None:
+    """Fetch every dataset the milestones declare, here in the parent and before any test runs: a missing
+    dataset is the grading machine's problem, so it must not cost a learner points or test time."""
+    for name in dict.fromkeys(d for m in milestones for d in m.datasets):
+        try:
+            data.fetch(name)
+        except data.DataError as e:
+            raise GraderError(f"cannot grade without dataset {name!r}: {e}") from e
+
+
 def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
           limits: dict[str, float] | None = None,
           progress: Callable[[Milestone], Callable[[int, int | None], None] | None] | None = None,
@@ -283,6 +294,7 @@ def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
     if not root.is_dir():
         raise GraderError(f"implementation root {root} does not exist")
     chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
+    fetch_datasets(chosen)
     results = []
     for m in chosen:
         on_progress = progress(m) if progress else None

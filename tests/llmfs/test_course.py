@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from llmfs.course import CourseError, load_course
+from llmfs.data import registry
 
 
 def public_names(path) -> set[str]:
@@ -38,6 +39,26 @@ def test_declared_api_is_exactly_what_the_solution_defines(course):
     for m in course.milestones:
         for module in m.modules:
             assert set(m.api.get(module, ())) == public_names(course.solutions / m.id / f"{module}.py")
+
+
+def fetched_datasets(folder) -> set[str]:
+    """Dataset names passed as literals to fetch()/fetch_file() anywhere in the test files of `folder`."""
+    names = set()
+    for path in folder.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None))
+                    in ("fetch", "fetch_file") and node.args and isinstance(node.args[0], ast.Constant)):
+                names.add(node.args[0].value)
+    return names
+
+
+def test_hidden_tests_only_use_declared_datasets(course):
+    """`llmfs grade` fetches a milestone's declared datasets before its tests run; an undeclared one would be
+    downloaded inside the time-limited test process, on the learner's clock."""
+    for m in course.milestones:
+        used = fetched_datasets(course.hidden_tests / m.id)
+        assert used <= set(m.datasets), f"milestone {m.id} fetches {sorted(used - set(m.datasets))} undeclared"
+        assert set(m.datasets) <= set(registry()), f"milestone {m.id} declares datasets the registry lacks"
 
 
 @pytest.mark.parametrize("edit,words", [

@@ -296,3 +296,21 @@ def test_a_hidden_test_file_that_cannot_be_collected_is_reported(toy_course, gra
     assert summary["status"] == "error" and summary["score"] == 10  # the tests that ran still count
     assert "tests/01/test_broken.py could not be collected" in summary["message"]
     assert "nonexistent_module" in summary["message"]
+
+
+def test_a_dataset_the_grader_cannot_get_stops_it_before_any_test(toy_course, llmfs, tmp_path):
+    manifest = toy_course / "course.toml"
+    manifest.write_text(manifest.read_text().replace('modules = ["adder"]', 'modules = ["adder"]\ndatasets = ["nope"]'))
+    proc = llmfs("grade", "--reference", cwd=toy_course)
+    assert proc.returncode == 2
+    assert "cannot grade without dataset 'nope'" in proc.stderr and "Grades for" not in proc.stdout
+
+
+def test_declared_datasets_are_fetched_once_in_the_parent(course, monkeypatch):
+    from llmfs import data, grader
+
+    asked = []
+    monkeypatch.setattr(data, "fetch", lambda name, **kw: asked.append(name))
+    monkeypatch.setattr(grader, "grade_milestone", lambda *a, **kw: None)
+    grader.grade(course, course.solutions, ["01", "01"])
+    assert asked == ["tinyshakespeare"]
