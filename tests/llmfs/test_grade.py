@@ -111,7 +111,7 @@ def test_a_loop_inside_one_function_costs_only_its_tests(copy_of_solutions, grad
     root = copy_of_solutions("01")
     _break(root, "    if len(data) < 2:\n        raise ValueError(f\"bigram_nll",
            "    while True:\n        pass\n    if len(data) < 2:\n        raise ValueError(f\"bigram_nll")
-    graded = grade(root, "--test-timeout", "3")
+    graded = grade(root, "--test-timeout", "15")  # roomy: every other test must pass, even on a busy machine
     results, summary = graded.results, graded.milestones["01"]
     assert summary["status"] == "timeout"
     failed = [t for t in results["tests"] if t["status"] == "failed"]
