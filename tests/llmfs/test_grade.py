@@ -46,17 +46,21 @@ GRADESCOPE_SCHEMA = {
 
 
 def test_reference_is_complete_with_full_points(course, grade):
-    graded = grade(course.solutions, "--milestone", "01")
-    proc, results, summary = graded.proc, graded.results, graded.milestones["01"]
+    graded = grade(course.solutions)  # every milestone of the manifest
+    proc, results = graded.proc, graded.results
     jsonschema.validate(results, GRADESCOPE_SCHEMA)
-    assert summary["status"] == "complete"
-    assert summary["score"] == summary["max_score"] == course.milestone("01").points  # the manifest's points
-    assert results["score"] == sum(t["score"] for t in results["tests"]) == 100
+    assert sorted(graded.milestones) == [m.id for m in course.milestones]
+    for m in course.milestones:
+        summary = graded.milestones[m.id]
+        assert summary["status"] == "complete", summary
+        assert summary["score"] == summary["max_score"] == m.points  # the manifest's points
+        tests = [t for t in results["tests"] if any(tag.startswith(f"task{m.id}_") for tag in t["tags"])]
+        assert sum(t["score"] for t in tests) == m.points
+    assert results["score"] == sum(t["score"] for t in results["tests"]) == sum(m.points for m in course.milestones)
     assert all(t["status"] == "passed" and t["max_score"] > 0 for t in results["tests"])
-    assert all(any(tag.startswith("task01_") for tag in t["tags"]) for t in results["tests"])
     assert len({t["number"] for t in results["tests"]}) == len(results["tests"])
-    assert [e["name"] for e in results["leaderboard"]] == ["01 bigram val loss"]
-    assert "complete" in proc.stdout and "100/100" in proc.stdout
+    assert [e["name"] for e in results["leaderboard"]] == ["01 bigram val loss", "02 training step time / torch's"]
+    assert proc.stdout.count("complete") == len(course.milestones) and "100/100" in proc.stdout
 
 
 def test_reference_flag_grades_solutions(llmfs):
@@ -98,7 +102,7 @@ def test_a_broken_milestone_is_an_error_with_zero_points(copy_of_solutions, grad
     old, new, status, words = FAULTS[fault]
     root = copy_of_solutions("01")
     _break(root, old, new)
-    graded = grade(root, "--test-timeout", "4")
+    graded = grade(root, "--milestone", "01", "--test-timeout", "4")
     jsonschema.validate(graded.results, GRADESCOPE_SCHEMA)
     proc, summary = graded.proc, graded.milestones["01"]
     assert (summary["status"], summary["score"]) == (status, 0), summary
@@ -111,7 +115,7 @@ def test_a_loop_inside_one_function_costs_only_its_tests(copy_of_solutions, grad
     root = copy_of_solutions("01")
     _break(root, "    if len(data) < 2:\n        raise ValueError(f\"bigram_nll",
            "    while True:\n        pass\n    if len(data) < 2:\n        raise ValueError(f\"bigram_nll")
-    graded = grade(root, "--test-timeout", "15")  # roomy: every other test must pass, even on a busy machine
+    graded = grade(root, "--milestone", "01", "--test-timeout", "15")  # roomy, for a busy machine
     results, summary = graded.results, graded.milestones["01"]
     assert summary["status"] == "timeout"
     failed = [t for t in results["tests"] if t["status"] == "failed"]
@@ -126,7 +130,7 @@ def test_the_wall_clock_limit_kills_the_milestone_and_keeps_finished_results(cop
     # every test that trains on Shakespeare now sleeps; the ones before it have already been scored
     sleep = "    import time\n    time.sleep(600)\n"
     _break(root, "    model.train()\n    optimizer", sleep + "    model.train()\n    optimizer")
-    graded = grade(root, "--time-limit", "25", "--test-timeout", "600")
+    graded = grade(root, "--milestone", "01", "--time-limit", "25", "--test-timeout", "600")
     results, summary = graded.results, graded.milestones["01"]
     assert summary["status"] == "timeout" and summary["seconds"] < 60
     assert 0 < summary["score"] < 100

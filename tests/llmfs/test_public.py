@@ -24,7 +24,7 @@ def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("milestone", ["01"])
+@pytest.mark.parametrize("milestone", ["01", "02"])
 def test_stubs_fail_fast_naming_the_function_to_write(course, tmp_path, milestone):
     root = learner_copy(course, tmp_path)
     proc = run_pytest(root, f"milestones/{milestone}")
@@ -36,18 +36,23 @@ def test_stubs_fail_fast_naming_the_function_to_write(course, tmp_path, mileston
     assert len(out.splitlines()) < 60, out  # one line per failing test, not a wall of tracebacks
 
 
-def test_one_task_at_a_time(course, tmp_path):
+@pytest.mark.parametrize("milestone,task,named,unnamed", [
+    ("01", "task01_2", "count_bigrams", "CharTokenizer"),
+    ("02", "task02_1", "causal_self_attention", "AdamW"),
+])
+def test_one_task_at_a_time(course, tmp_path, milestone, task, named, unnamed):
     root = learner_copy(course, tmp_path)
-    proc = run_pytest(root, "milestones/01", "-m", "task01_2")
+    proc = run_pytest(root, f"milestones/{milestone}", "-m", task)
     assert proc.returncode == 1
-    assert "write `count_bigrams`" in proc.stdout and "CharTokenizer" not in proc.stdout
+    assert f"write `{named}` in milestones/{milestone}/" in proc.stdout and unnamed not in proc.stdout
 
 
-@pytest.mark.parametrize("milestone", ["01"])
+@pytest.mark.parametrize("milestone", ["01", "02"])
 def test_public_tests_pass_once_the_solution_is_copied_over_the_stubs(course, tmp_path, milestone):
     root = learner_copy(course, tmp_path)
-    for module in course.milestone(milestone).modules:
-        shutil.copy(course.solutions / milestone / f"{module}.py", root / "milestones" / milestone / f"{module}.py")
+    for done in (*course.milestone(milestone).builds_on, milestone):  # 02 trains with the learner's own 01
+        for module in course.milestone(done).modules:
+            shutil.copy(course.solutions / done / f"{module}.py", root / "milestones" / done / f"{module}.py")
     proc = run_pytest(root, f"milestones/{milestone}")
     assert proc.returncode == 0, proc.stdout
     assert " passed" in proc.stdout and "failed" not in proc.stdout

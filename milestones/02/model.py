@@ -1,0 +1,229 @@
+"""Milestone 02, part 1: a character-level GPT, built one piece at a time.
+
+Milestone 01 predicted the next character from the current one alone. Here each position looks back at
+every earlier position through self-attention, and the validation loss on TinyShakespeare falls from 2.47
+to about 2.07 at the small ablation size, and below 1.89 at `cpu-small` (see README.md). The pieces, in
+the order you write them:
+
+    task02_1  causal_self_attention, Head                one head of self-attention
+    task02_2  MultiHeadAttention                         several heads side by side, and a projection
+    task02_3  FeedForward                                a two-layer network applied at each position
+    task02_4  LayerNorm, Block                           normalisation from scratch; residual connections
+    task02_5  GPT.forward, GPT.generate                  the whole language model
+
+Shapes in the comments: B batch, T time (positions), C channels (n_embd), nh heads, hs head size (C // nh),
+V vocabulary. Check your work with `pytest milestones/02 -m task02_1` (and so on); the training loop,
+AdamW and the presets are in train.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# task02_1: one head of causal self-attention
+
+
+def causal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """Scaled dot-product attention in which position t attends only to positions 0..t.
+
+    q, k, v: (..., T, hs), any number of leading dimensions (B, or B and nh). Returns (..., T, hs):
+
+        scores  = q @ k^T / sqrt(hs)                     (..., T, T), how much t "asks for" each position
+        scores[..., t, s] = -inf wherever s > t          the future is masked out
+        weights = softmax(scores, dim=-1)                each row sums to 1
+        weights = dropout(weights) when dropout > 0      (F.dropout, training=True)
+        out     = weights @ v
+
+    With dropout == 0 it equals F.scaled_dot_product_attention(q, k, v, is_causal=True), which the tests
+    check. Callers pass dropout=0.0 in eval mode.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 02: write `causal_self_attention` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+class Head(nn.Module):
+    """One head of self-attention: each position emits a query ("what am I looking for"), a key ("what do
+    I contain") and a value ("what I pass on"), all linear functions of its embedding."""
+
+    def __init__(self, n_embd: int, head_size: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, n_embd) -> (B, T, head_size): causal_self_attention of the query, key and value
+        projections of x, with attention dropout `self.dropout` in training mode and none in eval mode."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `Head.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task02_2: several heads in parallel
+
+
+class MultiHeadAttention(nn.Module):
+    """`n_head` heads of size n_embd // n_head, computed together, their outputs concatenated and mixed by a
+    linear projection. Instead of a list of Head modules, one (n_embd, n_embd) projection makes the
+    queries of all heads at once; a reshape splits its n_embd outputs into n_head groups of hs.
+    """
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if n_embd % n_head != 0:
+            raise ValueError(f"n_embd={n_embd} must be divisible by n_head={n_head}")
+        self.n_head = n_head
+        self.query = nn.Linear(n_embd, n_embd, bias=False)
+        self.key = nn.Linear(n_embd, n_embd, bias=False)
+        self.value = nn.Linear(n_embd, n_embd, bias=False)
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.dropout = dropout
+        self.resid_dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C).
+
+        Channels h*hs .. (h+1)*hs - 1 of query(x), key(x) and value(x) belong to head h. Run
+        causal_self_attention on all heads at once as (B, nh, T, hs) tensors (attention dropout
+        `self.dropout` in training mode only), put the heads side by side again as (B, T, C), then apply
+        `proj` and `resid_dropout`.
+        """
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `MultiHeadAttention.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task02_3: computation at each position
+
+
+class FeedForward(nn.Module):
+    """The same small network at every position, independently: after attention has gathered information
+    from other positions, this is where each position "thinks" about it."""
+
+    def __init__(self, n_embd: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_embd, 4 * n_embd)  # four times wider inside, as in "Attention Is All You Need"
+        self.proj = nn.Linear(4 * n_embd, n_embd)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., n_embd) -> (..., n_embd): dropout(proj(relu(fc(x))))."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `FeedForward.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task02_4: LayerNorm from scratch, and the transformer block
+
+
+class LayerNorm(nn.Module):
+    """Normalise each position's vector to mean 0 and variance 1 over its last dimension, then scale and
+    shift it by learned `weight` and `bias` (initially 1 and 0). Keeps activations in a good range however
+    deep the network, which is what lets the six-layer model train."""
+
+    def __init__(self, ndim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ndim))
+        self.bias = nn.Parameter(torch.zeros(ndim))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., ndim) -> (..., ndim): (x - mean) / sqrt(var + eps) * weight + bias, where mean and var
+        are taken over the last dimension and var is the biased variance (divide by ndim, not ndim - 1),
+        as in F.layer_norm. Write it with tensor operations (mean, var or pow, sqrt or rsqrt); do not call
+        F.layer_norm or nn.LayerNorm."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `LayerNorm.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+class Block(nn.Module):
+    """A transformer block: communication (attention) then computation (feed-forward), each wrapped in a
+    residual connection and preceded by a LayerNorm ("pre-norm", as in GPT-2)."""
+
+    def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, layer_norm: bool = True) -> None:
+        super().__init__()
+        # layer_norm=False gives the "residual, no LayerNorm" row of the ablation table (see train.py).
+        self.ln1 = LayerNorm(n_embd) if layer_norm else nn.Identity()
+        self.sa = MultiHeadAttention(n_embd, n_head, dropout)
+        self.ln2 = LayerNorm(n_embd) if layer_norm else nn.Identity()
+        self.ffwd = FeedForward(n_embd, dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, T, C) -> (B, T, C): x + sa(ln1(x)), then that plus ffwd(ln2(that)).
+
+        The residual path lets gradients flow straight from the loss to every block."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `Block.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task02_5: the language model
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65
+    block_size: int = 64  # the longest context the model sees
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+
+
+class GPT(nn.Module):
+    """Token embedding + position embedding -> n_layer Blocks -> final LayerNorm -> logits over the vocabulary."""
+
+    def __init__(self, config: GPTConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.token_embedding_table = nn.Embedding(config.vocab_size, config.n_embd)
+        self.position_embedding_table = nn.Embedding(config.block_size, config.n_embd)
+        self.blocks = nn.Sequential(*[Block(config.n_embd, config.n_head, config.dropout)
+                                      for _ in range(config.n_layer)])
+        self.ln_f = LayerNorm(config.n_embd)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale the layers that write into the residual path
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx: (B, T) int64 ids with T <= block_size. Returns (logits (B, T, V), loss or None).
+
+        x = token_embedding_table(idx) + position_embedding_table(positions 0..T-1); then the blocks,
+        ln_f and lm_head. The loss is F.cross_entropy over all B*T positions, as in milestone 01.
+        Raises ValueError when T > block_size (there is no position embedding for it).
+        """
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `GPT.forward` in milestones/02/model.py (see milestones/02/README.md)')
+
+    @torch.no_grad()
+    def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+        """Extend each row of idx (B, T) by `max_new_tokens` sampled ids; returns (B, T + max_new_tokens).
+
+        At each step: feed the last block_size ids (the model has no position embedding beyond that, so
+        crop the context), take the logits of the last position, divide by `temperature`, softmax, and
+        draw one id with torch.multinomial(probs, num_samples=1, generator=generator). Raises ValueError
+        when temperature <= 0 or max_new_tokens < 0.
+        """
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 02: write `GPT.generate` in milestones/02/model.py (see milestones/02/README.md)')
