@@ -412,7 +412,8 @@ def train(config: TrainConfig, text: str, out_dir: Path, *, resume: bool = False
          eval batches: fixed_batches(split, config.eval_iters, batch_size, block_size, config.seed + 1).
       3. With `resume` and out_dir/last.pt present: load it (load_checkpoint) and restore model, optimizer,
          step, best_val, torch's RNG state and batch_generator's state; raise ValueError if its config
-         differs from `config` in anything but max_iters. Then LossLog.truncate(the step to start from).
+         differs from `config` in anything but max_iters (the given `_restore` does all of this). Then
+         LossLog.truncate(the step to start from).
 
     Then for step in start..max_iters:
       - every eval_interval steps and at max_iters: evaluate train and val on the fixed batches; if val is
