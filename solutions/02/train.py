@@ -264,24 +264,18 @@ LOG_FIELDS = ["step", "lr", "loss", "eval_train", "eval_val"]
 class LossLog:
     """losses.csv: one row per step (the learning rate and training loss of that step's update) with the
     evaluation made before that update in the eval columns. Each row is flushed as it is written, so a
-    crash loses nothing; `truncate(step)` drops the rows a resumed run is about to write again."""
+    crash loses nothing. Opening it keeps only the rows before `start`: a fresh run (start 0) begins an
+    empty log, a resumed one drops the rows it is about to write again."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, start: int = 0) -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            path.write_text(",".join(LOG_FIELDS) + "\n")
-        self.file = path.open("a", newline="")
-        self.writer = csv.DictWriter(self.file, LOG_FIELDS, lineterminator="\n")
-
-    def truncate(self, step: int) -> None:
-        self.file.close()
         kept = io.StringIO()
         writer = csv.DictWriter(kept, LOG_FIELDS, lineterminator="\n")
         writer.writeheader()
-        writer.writerows(row for row in read_log(self.path) if int(row["step"]) < step)
-        atomic_write_text(self.path, kept.getvalue())
-        self.file = self.path.open("a", newline="")
+        if start > 0 and path.exists():
+            writer.writerows(row for row in read_log(path) if int(row["step"]) < start)
+        atomic_write_text(path, kept.getvalue())
+        self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, LOG_FIELDS, lineterminator="\n")
 
     def write(self, step: int, lr: float | None = None, loss: float | None = None,
@@ -325,6 +319,7 @@ def plot_losses(csv_path: Path, png_path: Path, title: str = "") -> None:
         ax.plot(s, tr, "o-", ms=3, color="C1", label="train (fixed batches)")
         ax.plot(s, va, "o-", ms=3, color="C3", label=f"validation (last {va[-1]:.3f}, best {min(va):.3f})")
     ax.set(xlabel="step", ylabel="cross-entropy (nats)", title=title or "Character GPT on TinyShakespeare")
+    ax.legend()
     save_figure(fig, png_path)
 
 
@@ -332,7 +327,6 @@ def save_figure(fig, path: Path) -> None:
     """Save a matplotlib figure atomically (a temporary file, then os.replace) and close it."""
     import matplotlib.pyplot as plt
 
-    fig.axes[0].legend()
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -413,7 +407,7 @@ def train(config: TrainConfig, text: str, out_dir: Path, *, resume: bool = False
       3. With `resume` and out_dir/last.pt present: load it (load_checkpoint) and restore model, optimizer,
          step, best_val, torch's RNG state and batch_generator's state; raise ValueError if its config
          differs from `config` in anything but max_iters (the given `_restore` does all of this). Then
-         LossLog.truncate(the step to start from).
+         open the log with LossLog(out_dir / "losses.csv", the step to start from).
 
     Then for step in start..max_iters:
       - every eval_interval steps and at max_iters: evaluate train and val on the fixed batches; if val is
@@ -443,11 +437,10 @@ def train(config: TrainConfig, text: str, out_dir: Path, *, resume: bool = False
     eval_batches = {name: [(x.to(device), y.to(device)) for x, y in
                            fixed_batches(ids, config.eval_iters, config.batch_size, config.block_size, config.seed + 1)]
                     for name, ids in (("train", train_ids), ("val", val_ids))}
-    log = LossLog(out_dir / "losses.csv")
     start, best_val = 0, float("inf")
     if resume and (out_dir / "last.pt").exists():
         start, best_val = _restore(out_dir / "last.pt", config, model, optimizer, batch_generator)
-    log.truncate(start)  # rows from `start` on are about to be written again (or a fresh run's log begins)
+    log = LossLog(out_dir / "losses.csv", start)  # rows from `start` on are about to be written (again)
 
     def checkpoint(step: int) -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
@@ -566,7 +559,7 @@ def run_ablation(out: Path, results: Path | None = None, *, progress: bool = Tru
                      "train_loss": results["train_loss"], "params": results["params"],
                      "ms_per_iter": results["ms_per_iter"]})
         print(f"  val {results['val_loss']:.4f} (original {original:.2f})")
-    _write_json(results_dir / "ablation.json", {"stages": rows, "config": {k: v for k, v in _ABLATION.items()},
+    _write_json(results_dir / "ablation.json", {"stages": rows, "config": dict(_ABLATION),
                                          "torch_threads": torch.get_num_threads()})
     lines = ["| stage | adds | parameters | val loss here | original |", "|---|---|---:|---:|---:|"]
     lines += [f"| {r['stage']} | {r['adds']} | {r['params']:,} | {r['val_loss']:.3f} | {r['original']:.2f} |"
@@ -591,6 +584,7 @@ def _plot_ablation(rows: list[dict], path: Path) -> None:
                     ha="center", fontsize=8)
     ax.set_xticks(list(x), [r["stage"] for r in rows])
     ax.set(ylabel="validation loss (nats)", title="Staged build: batch 32, block 8, n_embd 32, 5000 steps")
+    ax.legend()
     save_figure(fig, path)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import signal
 import statistics
 import subprocess
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 
 from llmfs.data import fetch_file
 from llmfs.loader import implementation_root, load_module
-from llmfs.testing import implementation_fixture, thresholds
+from llmfs.testing import implementation_fixture, raise_if_stub, thresholds
 
 model = implementation_fixture("02", "model")
 train = implementation_fixture("02", "train")
@@ -219,13 +218,6 @@ def test_resumed_run_continues_bit_for_bit(train, text, tmp_path):
         train.train(replace(config, learning_rate=0.5), text, tmp_path / "split", resume=True, progress=False)
 
 
-def raise_stub_message(stderr: str) -> None:
-    """A script that stopped at a stub fails this test the way a stub called in-process does: naming what to write."""
-    stubs = re.findall(r"NotImplementedError: (Milestone \d\d: write .*)", stderr)
-    if stubs:
-        raise NotImplementedError(stubs[-1])
-
-
 @pytest.mark.task02_7
 @pytest.mark.points(4)
 def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
@@ -244,11 +236,12 @@ def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
         time.sleep(0.005)
     proc.send_signal(signal.SIGKILL)
     stderr = proc.communicate()[1].decode(errors="replace")
-    raise_stub_message(stderr)
+    raise_if_stub(stderr)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before it could be killed: {stderr[-2000:]}"
     assert train.load_checkpoint(out / "last.pt")["step"] < steps
 
     finished = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
+    raise_if_stub(finished.stderr)
     assert finished.returncode == 0, finished.stderr[-2000:]
     straight = train.train(replace(train.PRESETS["tiny"], max_iters=steps), text, tmp_path / "straight",
                            progress=False)
@@ -257,6 +250,7 @@ def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
 
     sampled = subprocess.run([sys.executable, str(script), "sample", str(out / "best.pt"), "--tokens", "200",
                               "--prompt", "ROMEO:"], env=env, capture_output=True, text=True, timeout=60)
+    raise_if_stub(sampled.stderr)
     assert sampled.returncode == 0, sampled.stderr[-2000:]
     assert sampled.stdout.startswith("ROMEO:") and len(sampled.stdout.rstrip("\n")) >= 200
 
