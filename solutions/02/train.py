@@ -455,10 +455,12 @@ def train(config: TrainConfig, text: str, out_dir: Path, *, resume: bool = False
         evaluation = None
         if step % config.eval_interval == 0 or step == config.max_iters:
             evaluation = {name: evaluate(model, batches) for name, batches in eval_batches.items()}
-            if evaluation["val"] < best_val:
-                best_val = evaluation["val"]
-                save_checkpoint(checkpoint(step), out_dir / "best.pt")
-            save_checkpoint(checkpoint(step), out_dir / "last.pt")
+            improved = evaluation["val"] < best_val
+            best_val = min(best_val, evaluation["val"])
+            state = checkpoint(step)
+            if improved:
+                save_checkpoint(state, out_dir / "best.pt")
+            save_checkpoint(state, out_dir / "last.pt")
             bar.set_postfix(train=f"{evaluation['train']:.3f}", val=f"{evaluation['val']:.3f}", refresh=False)
         if step == config.max_iters:
             log.write(step, evaluation=evaluation)
