@@ -93,6 +93,11 @@ def _data(args: argparse.Namespace, console: Console) -> int:
             console.print(f"{args.name} is not available locally; run `llmfs data fetch {args.name}`")
             return EXIT_ERROR
         print(where)
+    elif args.data_command == "mix":
+        from llmfs.data.corpora import build_mixed_corpus
+
+        path = build_mixed_corpus(args.out, int(args.mb * 1e6))
+        console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)", highlight=False)
     return EXIT_OK
 
 
@@ -130,13 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--milestone", "-m", action="append", metavar="NN")
     s.set_defaults(run=_stubs)
 
-    d = sub.add_parser("data", help="the dataset registry: list, fetch, path")
+    d = sub.add_parser("data", help="the dataset registry: list, fetch, path, mix")
     dsub = d.add_subparsers(dest="data_command", required=True)
     dsub.add_parser("list", help="every dataset and where it is")
     f = dsub.add_parser("fetch", help="find or download datasets, verifying their sha256")
     f.add_argument("names", nargs="+", metavar="NAME")
     p = dsub.add_parser("path", help="print the local folder of a dataset")
     p.add_argument("name", metavar="NAME")
+    mix = dsub.add_parser("mix", help="build a large text file from the local datasets (for tokenizer training)")
+    mix.add_argument("out", metavar="FILE")
+    mix.add_argument("--mb", type=_positive(float), default=100.0, help="size in MB (default 100)")
     d.set_defaults(run=_data)
     return parser
 

@@ -26,7 +26,13 @@ class StubError(Exception):
 
 
 def clear_solutions(source: str, code_stub: str = CODE_STUB) -> str:
-    """Run nbgrader's ClearSolutions on `source` as the only cell of a Python notebook."""
+    """Run nbgrader's ClearSolutions on `source` as the only cell of a Python notebook.
+
+    A file without regions (a helper the learner only reads, such as 04's results.py) is copied unchanged;
+    nbgrader would replace the whole cell with one stub.
+    """
+    if "### BEGIN SOLUTION" not in source:
+        return source
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cell = nbformat.v4.new_code_cell(source)
