@@ -1,4 +1,4 @@
-"""Public tests for milestone 05: run `pytest milestones/05 -m task05_1` (then task05_2, task05_3, task05_7).
+"""Public tests for milestone 05: run `pytest milestones/05 -m task05_1` (then task05_2, ...).
 
 The hidden tests compare your model with `transformers.GPT2LMHeadModel` block by block (several shapes, the
 124M configuration), your RoPE with Llama's, and your HellaSwag scores with ones computed from HF's logits.
@@ -64,3 +64,23 @@ def test_hellaswag_rows_and_losses(hellaswag):
     summed, mean = hellaswag.ending_losses(logits, tokens, mask)
     torch.testing.assert_close(mean, torch.full((4,), math.log(50)))
     torch.testing.assert_close(summed, mask.sum(1).float() * math.log(50))
+
+
+data = implementation_fixture("05", "data", default_root=here)
+
+
+@pytest.mark.task05_4
+def test_shards_and_one_epoch_of_the_loader(data, tmp_path):
+    import numpy as np
+
+    docs = [f"Document {i} counts {i * 7} sheep and {i * 13 + 1} goats." for i in range(60)]
+    paths = data.write_shards(docs, tmp_path, "tiny", shard_tokens=100)
+    tokens = np.concatenate([np.load(p) for p in paths])
+    assert tokens.dtype == np.uint16 and tokens[0] == 50256 and (tokens == 50256).sum() == 60
+    loader = data.ShardLoader(paths, batch_size=2, block_size=8, seed=0)
+    seen = set()
+    for _ in range(len(loader.all_windows) // 2):
+        x, y = loader.next_batch()
+        assert x.shape == (2, 8) and torch.equal(x[:, 1:], y[:, :-1])
+        seen |= {tuple(row.tolist()) for row in x}
+    assert len(seen) == 2 * (len(loader.all_windows) // 2)  # no window twice in an epoch
