@@ -102,17 +102,18 @@ class ShardLoader:
     they are permuted with torch.randperm(n, generator=torch.Generator().manual_seed(seed + e)); rank r of
     `world_size` reads positions r, r + world_size, ... of that order, B windows per batch, and a new epoch
     starts when fewer than B of its windows are left. No window is read twice in an epoch, and ranks never
-    share one.
+    share one. With shuffle=False every epoch reads the windows in file order (the original behaviour).
     """
 
     def __init__(self, shards: Sequence[str | os.PathLike[str]], batch_size: int, block_size: int, seed: int = 0,
-                 rank: int = 0, world_size: int = 1) -> None:
+                 rank: int = 0, world_size: int = 1, shuffle: bool = True) -> None:
         if not shards:
             raise ValueError("ShardLoader needs at least one shard")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in 0..{world_size - 1}")
         self.tokens = [np.load(path, mmap_mode="r") for path in shards]
         self.B, self.T, self.seed, self.rank, self.world_size = batch_size, block_size, seed, rank, world_size
+        self.shuffle = shuffle  # False: build-nanogpt's original order, the same every epoch
         self.all_windows = self.windows()
         if len(self.all_windows) // world_size < batch_size:
             raise ValueError(f"{len(self.all_windows)} windows of {block_size + 1} tokens cannot fill a batch of "
@@ -128,6 +129,8 @@ class ShardLoader:
         ### END SOLUTION
 
     def _rank_order(self) -> list[tuple[int, int]]:
+        if not self.shuffle:
+            return self.all_windows[self.rank :: self.world_size]
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         permutation = torch.randperm(len(self.all_windows), generator=generator).tolist()
         return [self.all_windows[i] for i in permutation[self.rank :: self.world_size]]

@@ -1,0 +1,390 @@
+"""Milestone 05: training GPT-2 the way build-nanogpt does, from one CPU core to many GPUs.
+
+    python milestones/05/train.py train --preset tiny                  # seconds on a CPU
+    python milestones/05/train.py train --preset cpu-shakespeare       # a few minutes on 2 CPU cores
+    torchrun --nproc_per_node 2 milestones/05/train.py train --preset tiny     # DDP: 2 processes (gloo on CPU)
+    torchrun --nproc_per_node 8 milestones/05/train.py train --preset gpt2-124m-baseline --device cuda
+
+A step processes `total_batch_tokens` tokens (524,288 for the 124M runs, GPT-3's 0.5M): micro-batches of
+B x T on each of the world_size processes, accumulated over grad_accum steps. The learning rate warms up
+linearly, then follows a cosine down to 10% of its peak. Every eval_interval steps: validation loss, an
+optional HellaSwag score, last.pt (everything needed to resume exactly, written atomically) and the loss plot.
+
+    task05_5  configure_optimizers, get_lr, accumulate_gradients, train
+    task05_6  setup_distributed (the DDP parts of train are marked "DDP")
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm.auto import tqdm
+
+from llmfs.loader import dependency
+
+if __package__:  # imported as part of the milestone (the tests do this)
+    from .data import ShardLoader, write_shards
+    from .gpt2 import GPT, GPTConfig
+    from .hellaswag import evaluate as hellaswag_evaluate
+    from .hellaswag import load_examples
+else:  # run as a script: python milestones/05/train.py
+    from gpt2 import GPT, GPTConfig
+    from hellaswag import evaluate as hellaswag_evaluate
+    from hellaswag import load_examples
+
+    from data import ShardLoader, write_shards
+
+m02 = dependency("02", "train")  # your milestone 02: save_checkpoint (atomic), load_checkpoint, LossLog, plot_losses
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # model
+    n_layer: int = 2
+    n_head: int = 2
+    n_embd: int = 64
+    block_size: int = 64
+    vocab_size: int = 50304  # 50,257 padded to a multiple of 128: same model, faster matmuls on a GPU
+    rope: bool = False
+    # batch: total_batch_tokens = micro_batch x block_size x grad_accum x world_size
+    total_batch_tokens: int = 4096
+    micro_batch: int = 8
+    # optimisation
+    max_lr: float = 6e-4
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 10
+    max_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # evaluation and checkpoints
+    eval_interval: int = 25
+    eval_batches: int = 8
+    hellaswag_examples: int = 0  # 0: no HellaSwag; -1: all 10,042
+    # data: a registry dataset name (tokenized once into shards) or a folder of shards (*_val_*.npy, *_train_*.npy)
+    data: str = "tinyshakespeare"
+    shard_tokens: int = 100_000
+    shuffle: bool = True  # the global shuffle of data.ShardLoader; False is build-nanogpt's original order
+    seed: int = 1337
+    # speed (GPU only; ignored with a note on CPU, where they would not help)
+    bf16: bool = False
+    tf32: bool = False
+    compile: bool = False
+    flash: bool = False
+
+
+BIG = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "total_batch_tokens": 524_288,
+       "micro_batch": 64, "max_steps": 19_073, "warmup_steps": 715, "eval_interval": 250, "eval_batches": 20,
+       "hellaswag_examples": -1, "data": "fineweb-edu-10b", "shard_tokens": 100_000_000, "bf16": True,
+       "tf32": True, "compile": True, "flash": True}
+PRESETS = {
+    "tiny": TrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, total_batch_tokens=512, micro_batch=8,
+                        max_lr=1e-2, warmup_steps=5, max_steps=30, eval_interval=10, eval_batches=4),
+    "cpu-shakespeare": TrainConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, total_batch_tokens=8192,
+                                   micro_batch=16, max_lr=1e-3, warmup_steps=30, max_steps=600, eval_interval=50,
+                                   eval_batches=16, hellaswag_examples=200),
+    # the rows of the original project's table (FineWeb-Edu 10B tokens, one epoch; GPUs)
+    "gpt2-124m-baseline": TrainConfig(**{**BIG, "shuffle": False}),
+    "gpt2-124m-high-lr": TrainConfig(**{**BIG, "shuffle": False, "max_lr": 1.8e-3, "warmup_steps": 100}),
+    "gpt2-124m-shuffle": TrainConfig(**{**BIG, "max_lr": 1.8e-3, "warmup_steps": 100}),
+    "gpt2-124m-rope": TrainConfig(**{**BIG, "max_lr": 1.8e-3, "warmup_steps": 100, "rope": True}),
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# task05_5: the optimiser, the schedule, gradient accumulation and the loop
+
+
+def configure_optimizers(model: nn.Module, weight_decay: float, lr: float,
+                         device_type: str = "cpu") -> torch.optim.AdamW:
+    """AdamW(betas=(0.9, 0.95), eps=1e-8) with two groups: weight decay on every parameter with 2 or more
+    dimensions (matmul weights, embeddings), none on the rest (biases, LayerNorm gains). The fused kernel when
+    on CUDA. Each parameter once, even the tied wte/lm_head."""
+    ### BEGIN SOLUTION
+    params = [p for p in model.parameters() if p.requires_grad]  # .parameters() yields a tied tensor once
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95), eps=1e-8, fused=device_type == "cuda")
+    ### END SOLUTION
+
+
+def get_lr(step: int, config: TrainConfig) -> float:
+    """Linear warmup max_lr * (step + 1) / warmup_steps for step < warmup_steps; then a cosine from max_lr down to
+    min_lr = max_lr * min_lr_ratio at max_steps; min_lr after that."""
+    ### BEGIN SOLUTION
+    min_lr = config.max_lr * config.min_lr_ratio
+    if step < config.warmup_steps:
+        return config.max_lr * (step + 1) / config.warmup_steps
+    if step >= config.max_steps:
+        return min_lr
+    progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (config.max_lr - min_lr)
+    ### END SOLUTION
+
+
+def accumulate_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]],
+                         autocast=nullcontext) -> torch.Tensor:
+    """Backward through every micro-batch, each loss divided by len(batches), so the accumulated gradient is
+    that of the mean loss over all of them (the full batch). Returns that mean loss, detached.
+
+    Under DDP (`model` is a DistributedDataParallel), synchronise gradients only on the last micro-batch:
+    set `model.require_backward_grad_sync` to False before the others' backward.
+    """
+    ### BEGIN SOLUTION
+    total = torch.zeros(())
+    for i, (x, y) in enumerate(batches):
+        if isinstance(model, DDP):
+            model.require_backward_grad_sync = i == len(batches) - 1
+        with autocast():
+            _, loss = model(x, y)
+        loss = loss / len(batches)
+        total += loss.detach().float().cpu()
+        loss.backward()
+    return total
+    ### END SOLUTION
+
+
+# ----------------------------------------------------------------------------------------------------
+# task05_6: distributed data parallel
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str) -> Distributed:
+    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE in the environment): init the process group, NCCL on CUDA
+    and gloo on CPU, and on CUDA use the GPU LOCAL_RANK. Without torchrun: one process, no process group."""
+    ### BEGIN SOLUTION
+    if "RANK" not in os.environ:
+        return Distributed()
+    state = Distributed(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
+    if device.startswith("cuda"):
+        torch.cuda.set_device(state.local_rank)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return state
+    ### END SOLUTION
+
+
+def all_mean(value: torch.Tensor, state: Distributed) -> float:
+    """The mean of a scalar over all processes (itself without DDP)."""
+    if state.enabled:
+        value = value.detach().clone().float()
+        dist.all_reduce(value, op=dist.ReduceOp.AVG if dist.get_backend() == "nccl" else dist.ReduceOp.SUM)
+        if dist.get_backend() != "nccl":
+            value /= state.world_size
+    return value.item()
+
+
+# ----------------------------------------------------------------------------------------------------
+# the training run (task05_5, with the DDP parts of task05_6)
+
+
+def prepare_shards(config: TrainConfig, out_dir: Path, state: Distributed) -> tuple[list[Path], list[Path]]:
+    """(validation shards, training shards): from a folder of shards, or tokenize a registry dataset once."""
+    source = Path(config.data)
+    if source.is_dir():
+        folder = source
+    else:
+        folder = out_dir / "shards"
+        if state.master and not any(folder.glob("*.npy")):
+            from llmfs.data import fetch_file
+
+            text = fetch_file(config.data).read_text(encoding="utf-8")
+            documents = [d for d in text.split("<|endoftext|>") if d.strip()] if "<|endoftext|>" in text else [text]
+            write_shards(documents, folder, config.data, shard_tokens=config.shard_tokens)
+        if state.enabled:
+            dist.barrier()
+    val, train = sorted(folder.glob("*_val_*.npy")), sorted(folder.glob("*_train_*.npy"))
+    if not val or not train:
+        raise FileNotFoundError(f"{folder} needs *_val_*.npy and *_train_*.npy shards (write_shards makes them)")
+    return val, train
+
+
+def speed_context(config: TrainConfig, device: str):
+    """bf16 autocast on CUDA when asked; TF32 matmuls. On CPU these flags change nothing."""
+    if device.startswith("cuda") and config.tf32:
+        torch.set_float32_matmul_precision("high")
+    if device.startswith("cuda") and config.bf16:
+        return lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    return nullcontext
+
+
+@torch.no_grad()
+def validation_loss(model: nn.Module, batches: list[tuple[torch.Tensor, torch.Tensor]], autocast,
+                    device: str) -> torch.Tensor:
+    model.eval()
+    total = torch.zeros(())
+    for x, y in batches:
+        with autocast():
+            _, loss = model(x.to(device), y.to(device))
+        total += loss.float().cpu()
+    model.train()
+    return total / len(batches)
+
+
+def train(config: TrainConfig, out_dir: Path, *, resume: bool = False, device: str = "cpu",
+          progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train (or resume) and return the results: final validation loss, HellaSwag, tokens/s.
+
+    `stop_at` ends the run before that step as a crash would (no final checkpoint): for testing resume.
+
+    Writes into out_dir: losses.csv (02's LossLog), loss.png, last.pt at every evaluation and results.json;
+    under DDP only rank 0 writes. A resumed run continues bit for bit: model, optimiser, loader position and RNG
+    state are all in last.pt.
+    """
+    ### BEGIN SOLUTION
+    state = setup_distributed(device)
+    if state.enabled and device.startswith("cuda"):
+        device = f"cuda:{state.local_rank}"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tokens_per_micro = config.micro_batch * config.block_size * state.world_size
+    if config.total_batch_tokens % tokens_per_micro:
+        raise ValueError(f"total_batch_tokens={config.total_batch_tokens} is not a multiple of micro_batch x "
+                         f"block_size x world_size = {tokens_per_micro}")
+    grad_accum = config.total_batch_tokens // tokens_per_micro
+    val_shards, train_shards = prepare_shards(config, out_dir, state)
+    loader = ShardLoader(train_shards, config.micro_batch, config.block_size, config.seed, state.rank,
+                         state.world_size, config.shuffle)
+    val_loader = ShardLoader(val_shards, config.micro_batch, config.block_size, config.seed, state.rank,
+                             state.world_size, shuffle=False)
+    val_batches = [val_loader.next_batch() for _ in range(config.eval_batches)]
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    model = GPT(GPTConfig(block_size=config.block_size, vocab_size=config.vocab_size, n_layer=config.n_layer,
+                          n_head=config.n_head, n_embd=config.n_embd, rope=config.rope, flash=config.flash)).to(device)
+    optimizer = configure_optimizers(model, config.weight_decay, config.max_lr, device.split(":")[0])
+    start = 0
+    checkpoint_path = out_dir / "last.pt"
+    if resume:
+        saved = m02.load_checkpoint(checkpoint_path)
+        if saved["config"] != asdict(config):
+            raise ValueError(f"{checkpoint_path} was written with another configuration; start a fresh run instead")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        loader.load_state_dict(saved["loader"][state.rank])
+        torch.set_rng_state(saved["rng"])
+        start = saved["step"]
+    raw_model = model
+    if config.compile and device.startswith("cuda"):
+        model = torch.compile(model)
+    if state.enabled:
+        model = DDP(model, device_ids=[state.local_rank] if device.startswith("cuda") else None)
+    autocast = speed_context(config, device)
+    log = m02.LossLog(out_dir / "losses.csv", start) if state.master else None
+    examples = [] if not config.hellaswag_examples else load_examples(
+        limit=None if config.hellaswag_examples < 0 else config.hellaswag_examples)
+    results: dict = {"preset_config": asdict(config), "world_size": state.world_size, "grad_accum": grad_accum}
+    timer, tokens_done, loss_value = time.perf_counter(), 0, None
+    bar = tqdm(range(start, config.max_steps), initial=start, total=config.max_steps, desc="training",
+               disable=not (progress and state.master))
+    for step in bar:
+        if stop_at is not None and step >= stop_at:
+            return results  # as if killed here: last.pt is from the last evaluation
+        evaluation = None
+        if step % config.eval_interval == 0 or step == config.max_steps - 1:
+            val = all_mean(validation_loss(model, val_batches, autocast, device), state)
+            evaluation = {"train": float("nan"), "val": val}
+            results["val_loss"], results["val_step"] = val, step
+            if examples:
+                share = examples[state.rank :: state.world_size]
+                scores = hellaswag_evaluate(lambda t: raw_model(t.to(device))[0], share, _gpt2_encode())
+                results["hellaswag_acc_norm"] = all_mean(torch.tensor(scores["acc_norm"]), state)
+            save_run(state, checkpoint_path, raw_model, optimizer, loader, config, step)
+        lr = get_lr(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batches = [tuple(t.to(device) for t in loader.next_batch()) for _ in range(grad_accum)]
+        loss = accumulate_gradients(model, batches, autocast)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss_value = all_mean(loss, state)
+        tokens_done += config.total_batch_tokens
+        if log is not None:
+            log.write(step, lr, loss_value, {"train": loss_value, "val": evaluation["val"]} if evaluation else None)
+            if evaluation:
+                m02.plot_losses(out_dir / "losses.csv", out_dir / "loss.png", title=f"GPT-2 ({out_dir.name})")
+        bar.set_postfix(loss=f"{loss_value:.3f}", norm=f"{float(norm):.2f}")
+    save_run(state, checkpoint_path, raw_model, optimizer, loader, config, config.max_steps)
+    results["tokens_per_s"] = tokens_done / max(time.perf_counter() - timer, 1e-9)
+    results["final_train_loss"] = loss_value
+    if log is not None:
+        log.close()
+        m02.plot_losses(out_dir / "losses.csv", out_dir / "loss.png", title=f"GPT-2 ({out_dir.name})")
+        from llmfs.fsutil import atomic_write_text
+
+        atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1) + "\n")
+    return results
+    ### END SOLUTION
+
+
+def save_run(state: Distributed, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+             loader: ShardLoader, config: TrainConfig, step: int) -> None:
+    """last.pt (rank 0 writes; every rank's loader position is gathered into it)."""
+    positions = [loader.state_dict()]
+    if state.enabled:
+        positions = [None] * state.world_size
+        dist.all_gather_object(positions, loader.state_dict())
+    if state.master:
+        m02.save_checkpoint({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                             "config": asdict(config), "loader": positions, "rng": torch.get_rng_state()}, path)
+
+
+def _gpt2_encode():
+    from llmfs.data.gpt2_tokenizers import gpt2_tiktoken
+
+    return gpt2_tiktoken().encode_ordinary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Train GPT-2 (milestone 05).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("train")
+    run.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    run.add_argument("--out", type=Path, help="output folder (default runs/05/PRESET)")
+    run.add_argument("--resume", action="store_true")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a preset field")
+    args = parser.parse_args(argv)
+    config = PRESETS[args.preset]
+    types = {f.name: f.type for f in fields(TrainConfig)}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in types:
+            parser.error(f"--set {item}: TrainConfig has no field {key!r}")
+        kind = {"int": int, "float": float, "bool": lambda v: v.lower() in ("1", "true", "yes"), "str": str}[types[key]]
+        config = replace(config, **{key: kind(value)})
+    results = train(config, args.out or Path("runs/05") / args.preset, resume=args.resume, device=args.device)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    if int(os.environ.get("RANK", 0)) == 0:
+        print(json.dumps({k: v for k, v in results.items() if k != "preset_config"}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
