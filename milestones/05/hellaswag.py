@@ -58,10 +58,12 @@ def ending_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
 
 @torch.no_grad()
 def evaluate(logits_of: Callable[[torch.Tensor], torch.Tensor], examples: Iterable[dict],
-             encode: Callable[[str], list[int]], progress: bool = False) -> dict[str, float]:
+             encode: Callable[[str], list[int]], progress: bool = False,
+             max_len: int | None = None) -> dict[str, float]:
     """acc (lowest summed loss is the label) and acc_norm (lowest mean loss), over `examples`.
 
-    `logits_of(tokens)` maps (4, T) ids to (4, T, V) logits: `lambda t: model(t)[0]` for our GPT.
+    `logits_of(tokens)` maps (4, T) ids to (4, T, V) logits: `lambda t: model(t)[0]` for our GPT. A model with a
+    short context passes `max_len` (its block_size): rows longer than that keep their last max_len tokens.
     """
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 05: write `evaluate` in milestones/05/hellaswag.py (see milestones/05/README.md)')

@@ -90,9 +90,9 @@ BIG = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "total_ba
 PRESETS = {
     "tiny": TrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, total_batch_tokens=512, micro_batch=8,
                         max_lr=1e-2, warmup_steps=5, max_steps=30, eval_interval=10, eval_batches=4),
-    "cpu-shakespeare": TrainConfig(n_layer=4, n_head=4, n_embd=128, block_size=128, total_batch_tokens=8192,
-                                   micro_batch=16, max_lr=1e-3, warmup_steps=30, max_steps=600, eval_interval=50,
-                                   eval_batches=16, hellaswag_examples=200),
+    "cpu-shakespeare": TrainConfig(n_layer=4, n_head=4, n_embd=64, block_size=64, total_batch_tokens=1024,
+                                   micro_batch=16, max_lr=3e-3, warmup_steps=20, max_steps=300, eval_interval=50,
+                                   eval_batches=8, hellaswag_examples=100),
     # the rows of the original project's table (FineWeb-Edu 10B tokens, one epoch; GPUs)
     "gpt2-124m-baseline": TrainConfig(**{**BIG, "shuffle": False}),
     "gpt2-124m-high-lr": TrainConfig(**{**BIG, "shuffle": False, "max_lr": 1.8e-3, "warmup_steps": 100}),
@@ -248,6 +248,65 @@ def _gpt2_encode():
     return gpt2_tiktoken().encode_ordinary
 
 
+def score_hellaswag(model_name: str, limit: int | None, device: str) -> dict[str, float]:
+    if model_name.endswith(".pt"):
+        saved = m02.load_checkpoint(Path(model_name))
+        c = TrainConfig(**saved["config"])
+        model = GPT(GPTConfig(block_size=c.block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+                              n_embd=c.n_embd, rope=c.rope))
+        model.load_state_dict(saved["model"])
+    else:
+        model = GPT.from_pretrained(model_name)
+    model.to(device).eval()
+    return hellaswag_evaluate(lambda t: model(t.to(device))[0], load_examples(limit=limit), _gpt2_encode(),
+                              progress=True, max_len=model.config.block_size)
+
+
+LADDER = [  # build-nanogpt's speed-ups, each rung adding one to the ones above it
+    ("fp32", {"vocab_size": 50257}),
+    ("+ TF32", {"vocab_size": 50257, "tf32": True}),
+    ("+ bf16 autocast", {"vocab_size": 50257, "tf32": True, "bf16": True}),
+    ("+ torch.compile", {"vocab_size": 50257, "tf32": True, "bf16": True, "compile": True}),
+    ("+ flash attention", {"vocab_size": 50257, "tf32": True, "bf16": True, "compile": True, "flash": True}),
+    ("+ vocab 50,304", {"vocab_size": 50304, "tf32": True, "bf16": True, "compile": True, "flash": True}),
+]
+
+
+def throughput_ladder(preset: str, steps: int, device: str, peak_flops: float | None) -> list[dict]:
+    """Tokens/s of the training step (forward, backward, AdamW) at each rung of LADDER, on random tokens; MFU
+    from 6 N + 12 L T C flops per token (the PaLM formula) when the accelerator's peak is given."""
+    rows = []
+    for name, flags in LADDER:
+        config = replace(PRESETS[preset], **flags)
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(block_size=config.block_size, vocab_size=config.vocab_size, n_layer=config.n_layer,
+                              n_head=config.n_head, n_embd=config.n_embd, flash=config.flash)).to(device)
+        optimizer = configure_optimizers(model, config.weight_decay, config.max_lr, device.split(":")[0])
+        step_model = torch.compile(model) if config.compile and device.startswith("cuda") else model
+        autocast = speed_context(config, device)
+        x = torch.randint(50257, (config.micro_batch, config.block_size), device=device)
+        times = []
+        for _ in range(steps + 2):  # two warm-up steps (compilation, allocator)
+            start = time.perf_counter()
+            accumulate_gradients(step_model, [(x, x)], autocast)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+        tokens_per_s = x.numel() / (sum(times[2:]) / steps)
+        flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.block_size * config.n_embd
+        row = {"rung": name, "tokens_per_s": tokens_per_s}
+        if peak_flops:
+            row["mfu"] = tokens_per_s * flops_per_token / peak_flops
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+        if not device.startswith("cuda"):
+            print("(on a CPU only the fp32 rung means anything: the other flags do nothing there)")
+            break
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Train GPT-2 (milestone 05).")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -257,7 +316,23 @@ def main(argv: list[str] | None = None) -> None:
     run.add_argument("--resume", action="store_true")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     run.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a preset field")
+    score = commands.add_parser("hellaswag", help="HellaSwag acc / acc_norm of a checkpoint or of OpenAI's GPT-2")
+    score.add_argument("model", help="a last.pt of this script, a local HF folder, or a hub name such as gpt2")
+    score.add_argument("--limit", type=int, default=None, help="the first N examples (default: all 10,042)")
+    score.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ladder = commands.add_parser("ladder", help="tokens/s (and MFU) of a training step at each speed-up rung")
+    ladder.add_argument("--preset", choices=sorted(PRESETS), default="gpt2-124m-baseline")
+    ladder.add_argument("--steps", type=int, default=10)
+    ladder.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ladder.add_argument("--peak-tflops", type=float, default=None, help="e.g. 989 for an H100 SXM in bf16")
     args = parser.parse_args(argv)
+    if args.command == "ladder":
+        peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+        print(json.dumps(throughput_ladder(args.preset, args.steps, args.device, peak), indent=1))
+        return
+    if args.command == "hellaswag":
+        print(json.dumps(score_hellaswag(args.model, args.limit, args.device)))
+        return
     config = PRESETS[args.preset]
     types = {f.name: f.type for f in fields(TrainConfig)}
     for item in args.set:

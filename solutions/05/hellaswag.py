@@ -76,16 +76,20 @@ def ending_losses(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor
 
 @torch.no_grad()
 def evaluate(logits_of: Callable[[torch.Tensor], torch.Tensor], examples: Iterable[dict],
-             encode: Callable[[str], list[int]], progress: bool = False) -> dict[str, float]:
+             encode: Callable[[str], list[int]], progress: bool = False,
+             max_len: int | None = None) -> dict[str, float]:
     """acc (lowest summed loss is the label) and acc_norm (lowest mean loss), over `examples`.
 
-    `logits_of(tokens)` maps (4, T) ids to (4, T, V) logits: `lambda t: model(t)[0]` for our GPT.
+    `logits_of(tokens)` maps (4, T) ids to (4, T, V) logits: `lambda t: model(t)[0]` for our GPT. A model with a
+    short context passes `max_len` (its block_size): rows longer than that keep their last max_len tokens.
     """
     ### BEGIN SOLUTION
     examples = list(examples)
     correct = correct_norm = 0
     for example in tqdm(examples, desc="hellaswag", disable=not progress):
         tokens, mask, label = render_example(example, encode)
+        if max_len is not None and tokens.size(1) > max_len:
+            tokens, mask = tokens[:, -max_len:], mask[:, -max_len:]
         summed, mean = ending_losses(logits_of(tokens), tokens, mask)
         correct += int(summed.argmin().item() == label)
         correct_norm += int(mean.argmin().item() == label)

@@ -85,7 +85,7 @@ def test_an_epoch_reads_every_window_once_in_a_shuffled_order(data, shakespeare_
 
 
 @pytest.mark.task05_4
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_ranks_read_disjoint_windows(data, shakespeare_shards):
     """Two DDP ranks with the same seed: disjoint windows whose union is what one process reads"""
     paths, _ = shakespeare_shards
@@ -97,7 +97,7 @@ def test_ranks_read_disjoint_windows(data, shakespeare_shards):
 
 
 @pytest.mark.task05_4
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_a_restored_loader_continues_exactly(data, shakespeare_shards):
     """state_dict after 700 batches (past an epoch boundary) restores into a new loader that yields the same next
     batches; a different seed or rank refuses the state"""

@@ -54,7 +54,7 @@ def assert_matches_hf(ours, hf, idx, targets=None):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(8)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("shape", SMALL, ids=[f"L{s[0]}-H{s[1]}-C{s[2]}-T{s[3]}" for s in SMALL])
 def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
     """Random HF GPT-2s of several shapes, batch 3, every length from 1 to block_size: logits and loss match"""
@@ -70,7 +70,7 @@ def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
 
 @pytest.mark.task05_1
 @pytest.mark.slow
-@pytest.mark.points(8)
+@pytest.mark.points(6)
 def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
     """The 124M configuration: 124,439,808 parameters (wte tied to lm_head); logits on (2, 128) match HF's"""
     hf = hf_ref.random_hf_gpt2(12, 12, 768, 1024, 50257, seed=0, scale=0.02)
@@ -82,7 +82,7 @@ def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(5)
+@pytest.mark.points(3)
 def test_parameter_names_are_hugging_faces(gpt2):
     """state_dict keys are GPT2LMHeadModel's (minus its attention-mask buffers)"""
     hf = hf_ref.random_hf_gpt2(2, 2, 32, 16, 50)
@@ -92,7 +92,7 @@ def test_parameter_names_are_hugging_faces(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 def test_initialisation_is_gpt2s(gpt2):
     """std 0.02 for weights and embeddings, 0.02/sqrt(2 n_layer) for the residual projections, zero biases; a fresh
     model's loss is close to ln(V)"""
@@ -114,7 +114,7 @@ def test_initialisation_is_gpt2s(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_too_long_a_sequence_is_a_clear_error(gpt2):
     """A sequence longer than block_size raises ValueError, not an index error deep in an embedding"""
     model = gpt2.GPT(gpt2.GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=8))
@@ -126,7 +126,7 @@ def test_too_long_a_sequence_is_a_clear_error(gpt2):
 
 
 @pytest.mark.task05_2
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_from_hf_loads_a_model_and_a_state_dict(gpt2):
     """from_hf(model) and from_hf(state_dict, config) give HF's logits (Conv1D weights transposed)"""
     hf = hf_ref.random_hf_gpt2(3, 4, 48, 32, 257, seed=3)
@@ -139,7 +139,7 @@ def test_from_hf_loads_a_model_and_a_state_dict(gpt2):
 
 
 @pytest.mark.task05_2
-@pytest.mark.points(4)
+@pytest.mark.points(2)
 def test_from_pretrained_reads_a_local_safetensors_folder(gpt2, tmp_path):
     """save_pretrained writes config.json + model.safetensors; from_pretrained(folder) loads them"""
     hf = hf_ref.random_hf_gpt2(2, 2, 32, 16, 50, seed=5)
@@ -150,7 +150,7 @@ def test_from_pretrained_reads_a_local_safetensors_folder(gpt2, tmp_path):
 
 
 @pytest.mark.task05_2
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_bad_checkpoints_are_clear_errors(gpt2):
     """Missing, unexpected and mis-shaped keys raise ValueError naming them"""
     hf = hf_ref.random_hf_gpt2(2, 2, 32, 16, 50)
@@ -169,7 +169,7 @@ def test_bad_checkpoints_are_clear_errors(gpt2):
 
 
 @pytest.mark.task05_3
-@pytest.mark.points(6)
+@pytest.mark.points(4)
 @pytest.mark.parametrize("offset", [0, 5])
 def test_rope_equals_llamas_rotary_embedding(gpt2, offset):
     """apply_rope with rope_tables equals transformers' Llama rotary embedding (base 10000) at any offset"""
@@ -187,7 +187,7 @@ def test_rope_equals_llamas_rotary_embedding(gpt2, offset):
 
 
 @pytest.mark.task05_3
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_rope_scores_depend_only_on_relative_position(gpt2):
     """<rope(q, m), rope(k, n)> depends on m - n only, and RoPE keeps vector norms"""
     cos, sin = gpt2.rope_tables(32, 64)
@@ -202,7 +202,7 @@ def test_rope_scores_depend_only_on_relative_position(gpt2):
 
 
 @pytest.mark.task05_3
-@pytest.mark.points(5)
+@pytest.mark.points(2)
 def test_a_rope_model_has_no_position_embedding_and_learns(gpt2):
     """rope=True: no wpe; offset shifts positions exactly; 30 AdamW steps on one batch cut its loss"""
     torch.manual_seed(0)
@@ -237,7 +237,7 @@ def hellaswag_examples(hellaswag):
 
 
 @pytest.mark.task05_7
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_rendered_examples_are_context_then_each_ending(hellaswag, hellaswag_examples):
     """Rows are encode(ctx) + encode(" " + ending), zero-padded; the mask covers exactly the ending"""
     enc = gpt2_tiktoken()
@@ -253,7 +253,7 @@ def test_rendered_examples_are_context_then_each_ending(hellaswag, hellaswag_exa
 
 
 @pytest.mark.task05_7
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_ending_scores_equal_those_from_hugging_faces_model(hellaswag, hellaswag_examples):
     """50 real examples, a random HF GPT-2 (50,257 tokens): per-ending summed and mean losses, acc and acc_norm
     equal the ones computed here from HF's logits with torch's cross_entropy"""

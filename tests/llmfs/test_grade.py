@@ -50,6 +50,8 @@ def test_reference_is_complete_with_full_points(course, grade):
     proc, results = graded.proc, graded.results
     jsonschema.validate(results, GRADESCOPE_SCHEMA)
     assert sorted(graded.milestones) == [m.id for m in course.milestones]
+    failed = [f"{t['name']}: {t.get('output', '')[:500]}" for t in results["tests"] if t["status"] != "passed"]
+    assert not failed, "hidden tests failing on the reference:\n" + "\n".join(failed)
     for m in course.milestones:
         summary = graded.milestones[m.id]
         assert summary["status"] == "complete", summary
