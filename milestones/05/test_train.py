@@ -7,7 +7,6 @@ The hidden tests also run the tiny preset end to end, kill and resume it (bit fo
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,8 +34,20 @@ def test_schedule_groups_and_accumulation(train, gpt2):
 
 
 @pytest.mark.task05_6
-def test_setup_distributed_is_single_process_without_torchrun(train, monkeypatch):
-    for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE"):
-        monkeypatch.delenv(name, raising=False)
+def test_setup_distributed_starts_a_gloo_group_under_torchrun(train, monkeypatch):
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as sock:  # a free port for the rendezvous
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    for name, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)  # what torchrun sets, for a world of one process
     state = train.setup_distributed("cpu")
-    assert (state.rank, state.world_size, state.enabled) == (0, 1, False) and "RANK" not in os.environ
+    try:
+        assert dist.is_initialized() and dist.get_backend() == "gloo" and (state.rank, state.world_size) == (0, 1)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

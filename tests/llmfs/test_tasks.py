@@ -67,9 +67,21 @@ def test_every_solution_region_belongs_to_a_declared_task():
         assert found == set(m.tasks), f"{m.id}: tasks without a region: {set(m.tasks) - found}"
 
 
+def earlier_milestones(milestone) -> list[str]:
+    """Every milestone `milestone` builds on, directly or through another (05 -> 02 -> 01)."""
+    found: list[str] = []
+    todo = list(milestone.builds_on)
+    while todo:
+        m = todo.pop()
+        if m not in found:
+            found.append(m)
+            todo += COURSE.milestone(m).builds_on
+    return found
+
+
 def learner_at(tmp_path: Path, milestone, done: set[str]) -> Path:
     root = tmp_path / "root"
-    for earlier in milestone.builds_on:  # finished milestones
+    for earlier in earlier_milestones(milestone):  # finished milestones, with what they build on
         shutil.copytree(COURSE.solutions / earlier, root / earlier, ignore=shutil.ignore_patterns("__pycache__"))
     (root / milestone.id).mkdir(parents=True)
     for module in milestone.modules:
