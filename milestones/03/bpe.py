@@ -34,13 +34,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from itertools import pairwise
 from pathlib import Path
 
 import regex
+
+from llmfs.fsutil import atomic_write_text
 
 # GPT-2's pre-tokenizer (openai/gpt-2 encoder.py): contractions, optional space + letters, optional space +
 # digits, optional space + other symbols, whitespace not followed by a non-space, other whitespace.
@@ -191,7 +192,7 @@ class Tokenizer:
         return len(self.vocab) + len(self.special_tokens)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer as JSON that a person can read, atomically (temporary file, then rename).
+        """Write the tokenizer as JSON that a person can read, atomically (`llmfs.fsutil.atomic_write_text`).
 
         Tokens are written in GPT-2's printable form (`bytes_to_unicode`: "Ġthe" is " the"), like
         vocab.bpe: {"format": "llmfs-bpe", "version": 1, "pattern": ..., "special_tokens": {str: id},

@@ -82,6 +82,11 @@ class TrainConfig:
     compile: bool = False
     flash: bool = False
 
+    def model_config(self) -> GPTConfig:
+        """The GPTConfig of the model this run trains."""
+        return GPTConfig(block_size=self.block_size, vocab_size=self.vocab_size, n_layer=self.n_layer,
+                         n_head=self.n_head, n_embd=self.n_embd, rope=self.rope, flash=self.flash)
+
 
 BIG = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "total_batch_tokens": 524_288,
        "micro_batch": 64, "max_steps": 19_073, "warmup_steps": 715, "eval_interval": 250, "eval_batches": 20,
@@ -252,9 +257,7 @@ def _gpt2_encode():
 def score_hellaswag(model_name: str, limit: int | None, device: str) -> dict[str, float]:
     if model_name.endswith(".pt"):
         saved = m02.load_checkpoint(Path(model_name))
-        c = TrainConfig(**saved["config"])
-        model = GPT(GPTConfig(block_size=c.block_size, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                              n_embd=c.n_embd, rope=c.rope))
+        model = GPT(TrainConfig(**saved["config"]).model_config())
         model.load_state_dict(saved["model"])
     else:
         model = GPT.from_pretrained(model_name)
@@ -280,8 +283,7 @@ def throughput_ladder(preset: str, steps: int, device: str, peak_flops: float | 
     for name, flags in LADDER:
         config = replace(PRESETS[preset], **flags)
         torch.manual_seed(0)
-        model = GPT(GPTConfig(block_size=config.block_size, vocab_size=config.vocab_size, n_layer=config.n_layer,
-                              n_head=config.n_head, n_embd=config.n_embd, flash=config.flash)).to(device)
+        model = GPT(config.model_config()).to(device)
         optimizer = configure_optimizers(model, config.weight_decay, config.max_lr, device.split(":")[0])
         step_model = torch.compile(model) if config.compile and device.startswith("cuda") else model
         autocast = speed_context(config, device)

@@ -26,10 +26,12 @@ def gpt2_files() -> tuple[Path, Path]:
     return folder / "encoder.json", folder / "vocab.bpe"
 
 
+TO_BYTE = {ch: b for b, ch in bytes_to_unicode().items()}  # GPT-2's printable characters back to bytes
+
+
 def unprintable(token: str) -> bytes:
     """GPT-2's printable form ("Ġthe") back to bytes (b" the")."""
-    to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
-    return bytes(to_byte[ch] for ch in token)
+    return bytes(TO_BYTE[ch] for ch in token)
 
 
 @lru_cache(maxsize=1)
