@@ -1,6 +1,8 @@
 """`llmfs`: the course's command line.
 
-    llmfs grade [ROOT] [--milestone 01 ...] [--reference] [--json FILE]
+    llmfs grade [ROOT] [--milestone 01 ...] [--reference] [--json FILE] [--summary FILE]
+    llmfs grade-all SUBMISSIONS [--milestone 01 ...] [--jobs N] [--out DIR] [--force] [--pseudonyms]
+    llmfs release OUT [--upto NN]
     llmfs stubs [--check] [--milestone 01 ...]
     llmfs data list | fetch NAME ... | path NAME
 
@@ -25,7 +27,7 @@ EXIT_OK, EXIT_STALE, EXIT_ERROR = 0, 1, 2
 
 def _grade(args: argparse.Namespace, console: Console) -> int:
     from llmfs.grader import grade
-    from llmfs.report import render, write_gradescope
+    from llmfs.report import markdown_summary, render, write_gradescope
 
     course = load_course()
     if args.reference and args.root:
@@ -49,7 +51,71 @@ def _grade(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         path = write_gradescope(results, time.monotonic() - started, Path(args.json))
         console.print(f"wrote {path}", highlight=False)
+    if args.summary:
+        with open(args.summary, "a", encoding="utf-8") as f:  # GitHub's job summary file is appended to
+            f.write(markdown_summary(results, root))
     return EXIT_OK
+
+
+def _release(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.release import release
+
+    files = release(load_course(), Path(args.out), args.upto)
+    console.print(f"wrote {len(files)} files to {args.out}: a learner repository without solutions/ or hidden "
+                  f"tests{f', milestones up to {args.upto}' if args.upto else ''}", highlight=False)
+    return EXIT_OK
+
+
+def _grade_all(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.classroom import ClassGrader, Options
+
+    course = load_course()
+    limits = {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
+                                ("memory_mb", args.memory_mb)) if v is not None}
+    options = Options(milestones=args.milestone, jobs=args.jobs, force=args.force, limits=limits or None,
+                      pseudonyms=args.pseudonyms)
+    grader = ClassGrader(course, Path(args.submissions), Path(args.out), options)
+    started = time.monotonic()
+    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=not console.is_terminal) as bar:
+        task = bar.add_task("grading submissions", total=None)
+
+        def on_start(total: int, cached: int) -> None:
+            bar.update(task, total=total, completed=cached)
+            console.print(f"{total} submissions in {args.submissions}: {cached} unchanged since the last run, "
+                          f"{total - cached} to grade with {args.jobs} job(s)", highlight=False, soft_wrap=True)
+
+        def on_done(record: dict) -> None:
+            bar.advance(task)
+            total = sum(s["score"] for s in record["milestones"].values())
+            problems = [f"{mid} {s['status']}" for mid, s in record["milestones"].items()
+                        if s["status"] not in ("complete", "partial", "not started")]
+            console.print(f"  {record['name']}: {total:g} points in {record['seconds']:.0f} s"
+                          + (f" ({record['error'] or ', '.join(problems)})" if record["error"] or problems else ""),
+                          highlight=False, markup=False, soft_wrap=True)
+
+        records = grader.run(on_start, on_done)
+    _summary(records, console)
+    graded = [r for r in records if not r.get("cached")]
+    per = (time.monotonic() - started) / len(graded) if graded else 0.0
+    console.print(f"wrote {Path(args.out) / 'leaderboard.html'} and the rest of {args.out}/ "
+                  f"({len(records)} learners; {per:.1f} s per graded submission, wall clock)",
+                  highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _summary(records: list[dict], console: Console) -> None:
+    """Errors, timeouts and tampering at the end, so nothing scrolls away unnoticed."""
+    problems = [(r["name"], mid, s["status"], s["message"]) for r in records for mid, s in r["milestones"].items()
+                if s["status"] in ("error", "timeout", "tampered")]
+    if not problems:
+        console.print("no errors, timeouts or tampering", highlight=False, soft_wrap=True)
+        return
+    console.print(f"[bold]{len(problems)} problem(s):[/]", highlight=False, soft_wrap=True)
+    for name, mid, status, message in problems:
+        first = (message.strip().splitlines() or [""])[0][:200]
+        console.print(f"  {name} {mid} {status}: {first}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _stubs(args: argparse.Namespace, console: Console) -> int:
@@ -116,7 +182,8 @@ def _positive(kind: type):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmfs", description="Build an LLM from Scratch: grade, stubs, data.")
+    parser = argparse.ArgumentParser(prog="llmfs",
+                                     description="Build an LLM from Scratch: grade, grade-all, release, stubs, data.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("grade", help="run the hidden tests of each milestone against an implementation")
@@ -124,11 +191,30 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--milestone", "-m", action="append", metavar="NN", help="grade only these milestones")
     g.add_argument("--reference", action="store_true", help="grade the reference solutions/")
     g.add_argument("--json", metavar="FILE", help="write Gradescope's results.json schema to FILE")
+    g.add_argument("--summary", metavar="FILE", help="append a Markdown table to FILE ($GITHUB_STEP_SUMMARY)")
     g.add_argument("--verbose", "-v", action="store_true", help="list every failed test with its message")
     g.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
     g.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test time limit")
     g.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
     g.set_defaults(run=_grade)
+
+    ga = sub.add_parser("grade-all", help="grade a folder of submissions: leaderboards, CSV, nbgrader gradebook")
+    ga.add_argument("submissions", metavar="SUBMISSIONS",
+                    help="a folder of learner repositories: folders, bare git repositories, .bundle or .zip files")
+    ga.add_argument("--milestone", "-m", action="append", metavar="NN", help="grade only these milestones")
+    ga.add_argument("--jobs", "-j", type=_positive(int), default=1, help="submissions graded at once (default 1)")
+    ga.add_argument("--out", "-o", default="grades", metavar="DIR", help="output folder (default ./grades)")
+    ga.add_argument("--force", action="store_true", help="regrade submissions that have not changed")
+    ga.add_argument("--pseudonyms", action="store_true", help="name learners by a salted hash in public files")
+    ga.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
+    ga.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test time limit")
+    ga.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
+    ga.set_defaults(run=_grade_all)
+
+    r = sub.add_parser("release", help="write the learner repository: no solutions/, no hidden tests")
+    r.add_argument("out", metavar="OUT", help="a new (or empty) folder")
+    r.add_argument("--upto", metavar="NN", help="release milestones up to NN (default: all)")
+    r.set_defaults(run=_release)
 
     s = sub.add_parser("stubs", help="regenerate milestones/ from solutions/ (nbgrader ClearSolutions)")
     s.add_argument("--check", action="store_true", help="only report stubs that differ; exit 1 if any")

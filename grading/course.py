@@ -18,6 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MANIFEST = "course.toml"
+GRADER_COPY = ".grader"  # in a course copy made by `llmfs grade-all`: .grader/llmfs is the grading code
 
 
 class CourseError(Exception):
@@ -51,6 +52,7 @@ class Course:
     hidden_tests: Path
     data_mirrors: tuple[Path, ...]
     milestones: tuple[Milestone, ...]
+    package_path: Path | None = None  # a private copy of the llmfs package (`llmfs grade-all`'s course copies)
 
     def milestone(self, milestone_id: str) -> Milestone:
         for m in self.milestones:
@@ -124,6 +126,7 @@ def _load(root: Path) -> Course:
         hidden_tests=root / meta.get("hidden_tests", "tests"),
         data_mirrors=tuple((root / p).resolve() for p in meta.get("data_mirrors", ())),
         milestones=milestones,
+        package_path=root / GRADER_COPY if (root / GRADER_COPY / "llmfs").is_dir() else None,
     )
 
 

@@ -13,21 +13,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
+import secrets
+import select
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from llmfs import data
+import psutil
+
+from llmfs import data, guard
 from llmfs.course import Course, Milestone
 from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
 
 NOT_STARTED, PARTIAL, COMPLETE, ERROR, TIMEOUT = "not started", "partial", "complete", "error", "timeout"
+TAMPERED = "tampered"  # the results channel or the test machinery was interfered with (see llmfs.guard)
 LOG_TAIL = 8000
 
 
@@ -60,6 +65,10 @@ class MilestoneResult:
     message: str = ""  # the one line a learner should read first
     metrics: list[dict] = field(default_factory=list)
     log: str = ""  # the tail of pytest's own output
+    network: str = ""  # "isolated" (own network namespace) or "audit" (the fallback), see llmfs.jail
+    hidden: bool = False  # whether the Walls' folders were hidden from the code under test
+    output_bytes: int = 0  # everything the child printed (only the last LOG_TAIL bytes are kept)
+    public: bool = False  # graded on the public tests (a learner's repository has no hidden tests)
 
     @property
     def score(self) -> float:
@@ -86,23 +95,17 @@ class Limits:
         return cls(time_limit_s or m.time_limit_s, test_timeout_s or m.test_timeout_s, memory_mb or m.memory_mb)
 
 
-def _limit_child(memory_mb: int):
-    def preexec() -> None:  # runs in the child between fork and exec
-        cap = memory_mb * 2**20
-        resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-    return preexec
-
-
 class _EventStream:
     """The child's results file, read as it grows: each complete line is parsed once. A line still being
-    written (or cut off when the child was killed) is left for the next read, or dropped at the end."""
+    written (or cut off when the child was killed) is left for the next read, or dropped at the end.
+    Lines must be signed with `key` (see llmfs.guard); any other line is counted in `forged` and ignored."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, key: bytes) -> None:
         self.path = path
+        self.key = key
         self.offset = 0
         self.events: list[dict] = []
+        self.forged = 0
         self.finished = 0  # tests with a result
         self.collected: int | None = None  # tests collected, once known
 
@@ -117,8 +120,11 @@ class _EventStream:
         self.offset += complete
         for line in chunk[:complete].splitlines():
             try:
-                event = json.loads(line)
-            except json.JSONDecodeError:  # not ours: the code under test shares the child process
+                event = guard.verify(self.key, json.loads(line))
+            except (json.JSONDecodeError, AttributeError):
+                event = None
+            if event is None or event.get("seq") != len(self.events) + 1:
+                self.forged += 1  # written by someone without the key, or replayed out of order
                 continue
             self.events.append(event)
             if event["event"] == "collected":
@@ -128,27 +134,63 @@ class _EventStream:
         return self.events
 
 
-def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, limits: Limits) -> list[str]:
+PLUGINS = ("llmfs.pytest_plugin", "pytest_timeout", "pytest_benchmark.plugin", "_hypothesis_pytestplugin")
+JOB_ENV = "LLMFS_GRADE_JOB"
+# -P: the current folder is not put on sys.path (only for pytest itself: a learner's script run by a test, such
+# as `python milestones/02/train.py`, still imports its neighbours).
+SAFE_PATH = ("-P",) if sys.version_info >= (3, 11) else ()
+# Variables that would let a submission run code before the tests or change pytest's configuration.
+SCRUBBED_ENV = ("PYTHONPATH", "PYTHONSTARTUP", "PYTHONHOME", "PYTHONUSERBASE", "PYTHONINSPECT", "PYTHONBREAKPOINT",
+                "PYTHONEXECUTABLE", "PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_THEME", "LD_PRELOAD",
+                "LD_LIBRARY_PATH", "LLMFS_DEPS_ROOT", guard.KEY_FD_ENV)
+
+
+@dataclass(frozen=True)
+class Walls:
+    """Folders the code under test must not see (`hide`), the folders inside them it needs (`keep`), folders it
+    may read but not change (`read_only`), and where the results file goes (`scratch`: inside a kept folder, so
+    other submissions cannot reach it)."""
+
+    hide: tuple[Path, ...] = ()
+    keep: tuple[Path, ...] = ()
+    read_only: tuple[Path, ...] = ()
+    scratch: Path | None = None
+    threads: int | None = None  # CPU threads per grading process (OMP/MKL/torch), so parallel jobs share cores
+
+
+def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, limits: Limits,
+                    walls: Walls) -> list[str]:
+    cpu_s = int(limits.time_limit_s * (os.cpu_count() or 1) + 30)  # all cores busy for the whole wall limit
+    plugins = [arg for name in PLUGINS for arg in ("-p", name)]
+    hiding = [arg for flag, paths in (("--hide", walls.hide), ("--keep", walls.keep), ("--read-only", walls.read_only))
+              for p in paths for arg in (flag, str(p))]
     return [
-        sys.executable, "-m", "pytest", str(course.hidden_tests / m.id),
+        sys.executable, "-m", "llmfs.jail", "--memory-mb", str(limits.memory_mb), "--cpu-s", str(cpu_s), *hiding,
+        "--",
+        sys.executable, *SAFE_PATH, "-m", "pytest", str(tests_folder(course, m)), *plugins,
         "--impl-root", str(root), "--llmfs-results", str(results),
         "--timeout", str(limits.test_timeout_s),
         "--rootdir", str(course.root), "-c", str(course.root / "pyproject.toml"),
         "--noconftest", "--continue-on-collection-errors", "-p", "no:cacheprovider",
-        "-q", "--no-header", "-rN", "--color=no",
+        "-q", "--no-header", "-rN", "--color=no", "--capture=no",
     ]
 
 
-def _child_env(course: Course, root: Path) -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(course: Course, root: Path, job: str, key_fd: int, threads: int | None = None) -> dict[str, str]:
+    """The grading process's environment: nothing that runs code before the tests (no PYTHONPATH from the
+    caller, no user site, no auto-loaded pytest plugins)."""
+    env = {k: v for k, v in os.environ.items() if k not in SCRUBBED_ENV}
     env.update({ROOT_ENV: str(root), "LLMFS_COURSE": str(course.root), "PYTHONDONTWRITEBYTECODE": "1",
-                "PYTHONUNBUFFERED": "1"})
+                "PYTHONUNBUFFERED": "1", "PYTHONNOUSERSITE": "1",
+                "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", JOB_ENV: job, guard.KEY_FD_ENV: str(key_fd)})
+    if threads:
+        env.update({name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")})
+    if course.package_path:  # a private copy of the grading code (llmfs grade-all) comes before the installed one
+        env["PYTHONPATH"] = str(course.package_path)
     # Later milestones use earlier ones through llmfs.loader.dependency(): grade them against the
     # reference, so a learner's bug in 05 costs points in 05 only.
     if course.solutions.is_dir():
         env[DEPS_ROOT_ENV] = str(course.solutions)
-    else:
-        env.pop(DEPS_ROOT_ENV, None)
     return env
 
 
@@ -167,32 +209,87 @@ def _wait(child: subprocess.Popen, limit_s: float, stream: _EventStream, on_prog
                 on_progress(stream.finished, stream.collected)
 
 
+class _Tail(threading.Thread):
+    """Drains the child's output pipe, keeping only the last `size` bytes: 100 MB of prints cost nothing."""
+
+    def __init__(self, fd: int, size: int = LOG_TAIL) -> None:
+        super().__init__(daemon=True)
+        self.fd, self.size = fd, size
+        self.data = bytearray()
+        self.total = 0
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            readable, _, _ = select.select([self.fd], [], [], 0.2)
+            if not readable:
+                if self.stop.is_set():
+                    return
+                continue
+            chunk = os.read(self.fd, 1 << 16)
+            if not chunk:
+                return
+            self.total += len(chunk)
+            self.data += chunk
+            if len(self.data) > 2 * self.size:
+                del self.data[: len(self.data) - self.size]
+
+    def text(self) -> str:
+        tail = bytes(self.data[-self.size:]).decode("utf-8", errors="replace")
+        return (f"[... {self.total - self.size:,} earlier bytes of output dropped ...]\n" + tail
+                if self.total > self.size else tail)
+
+
 def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | None = None,
-                    on_progress: Callable[[int, int | None], None] | None = None) -> MilestoneResult:
+                    on_progress: Callable[[int, int | None], None] | None = None,
+                    walls: Walls = Walls()) -> MilestoneResult:
     """Run milestone `m`'s hidden tests against `root` and score them; `on_progress(done, total)` is
     called about twice a second while they run."""
     limits = limits or Limits.of(m)
-    if not (course.hidden_tests / m.id).is_dir():
+    if not tests_folder(course, m).is_dir():
         raise GraderError(f"no hidden tests for milestone {m.id} in {course.hidden_tests / m.id}")
-    with tempfile.TemporaryDirectory(prefix=f"llmfs-grade-{m.id}-") as tmp:
-        results, log_path = Path(tmp) / "results.jsonl", Path(tmp) / "pytest.log"
-        stream = _EventStream(results)
+    key, job = secrets.token_bytes(32), secrets.token_hex(16)
+    with tempfile.TemporaryDirectory(prefix=f"llmfs-grade-{m.id}-", dir=walls.scratch) as tmp:
+        results = Path(tmp) / f"{secrets.token_hex(8)}.jsonl"
+        stream = _EventStream(results, key)
+        key_read, key_write = os.pipe()
+        out_read, out_write = os.pipe()
+        os.write(key_write, key.hex().encode())
+        os.close(key_write)
         started = time.monotonic()
-        with open(log_path, "wb") as log:
+        tail = _Tail(out_read)
+        tail.start()
+        try:
             child = subprocess.Popen(
-                _pytest_command(course, m, root, results, limits), cwd=course.root, env=_child_env(course, root),
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_limit_child(limits.memory_mb),
+                _pytest_command(course, m, root, results, limits, walls), cwd=course.root,
+                env=_child_env(course, root, job, key_read, walls.threads), stdin=subprocess.DEVNULL, stdout=out_write,
+                stderr=out_write, start_new_session=True, pass_fds=(key_read,),
             )
-            try:
-                timed_out = _wait(child, limits.time_limit_s, stream, on_progress)
-            finally:
-                _kill_group(child)
+        finally:
+            os.close(key_read)
+            os.close(out_write)
+        try:
+            timed_out = _wait(child, limits.time_limit_s, stream, on_progress)
+        finally:
+            _kill_group(child)
+            kill_job(job)
+            tail.stop.set()
+            tail.join(timeout=5)
+            os.close(out_read)
         seconds = time.monotonic() - started
-        log_tail = log_path.read_bytes()[-LOG_TAIL:].decode("utf-8", errors="replace")
+        log_tail = tail.text()
         if child.returncode == 4 and not timed_out:  # pytest's usage error: our command line is wrong
             raise GraderError(f"pytest refused the grader's command line:\n{log_tail}")
-        return _score(m, stream.read(), child.returncode, timed_out, limits, seconds, log_tail)
+        result = _score(m, stream, child.returncode, timed_out, limits, seconds, log_tail)
+        result.output_bytes = tail.total
+        result.public = tests_folder(course, m) != course.hidden_tests / m.id
+        return result
+
+
+def tests_folder(course: Course, m: Milestone) -> Path:
+    """tests/NN, or in a learner's repository (released without hidden tests) the public milestones/NN."""
+    hidden = course.hidden_tests / m.id
+    return hidden if hidden.is_dir() or course.solutions.is_dir() else course.milestones_dir / m.id
 
 
 def _kill_group(child: subprocess.Popen) -> None:
@@ -202,9 +299,33 @@ def _kill_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, limits: Limits,
+def kill_job(job: str) -> int:
+    """Kill every process still carrying this grading job's token in its environment: children that left the
+    process group (setsid, double fork) to outlive the grader. Returns how many were killed."""
+    killed = 0
+    marker = f"{JOB_ENV}={job}".encode()
+    for proc in psutil.process_iter():
+        try:
+            with open(f"/proc/{proc.pid}/environ", "rb") as f:
+                found = marker in f.read().split(b"\0")
+        except OSError:
+            continue
+        if found:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+                killed += 1
+    return killed
+
+
+def _score(m: Milestone, stream: _EventStream, returncode: int, timed_out: bool, limits: Limits,
            seconds: float, log: str) -> MilestoneResult:
+    events = stream.read()
     result = MilestoneResult(m, status=ERROR, seconds=seconds, log=log)
+    sandbox = next((e for e in events if e["event"] == "sandbox"), {})
+    result.network, result.hidden = sandbox.get("network", ""), sandbox.get("hidden", False)
+    tampered = next((e["changes"] for e in events if e["event"] == "tamper"), [])
+    if stream.forged:
+        tampered = [f"{stream.forged} line(s) in the results file were not written by the grader", *tampered]
     collected = next((e["tests"] for e in events if e["event"] == "collected"), None)
     if collected is None:
         result.message = "the hidden tests could not be collected:\n" + log[-2000:]
@@ -233,6 +354,8 @@ def _score(m: Milestone, events: list[dict], returncode: int, timed_out: bool, l
         tests[last_started].message = why.replace("not run", "interrupted while running this test")
     broken = [e for e in events if e["event"] == "collect_error"]
     result.status, result.message = _status(result, timed_out, unfinished, returncode, broken)
+    if tampered:
+        result.status, result.message = TAMPERED, "tampering detected: " + "; ".join(tampered[:5])
     return result
 
 
@@ -287,16 +410,17 @@ def fetch_datasets(milestones: list[Milestone]) -> None:
 def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
           limits: dict[str, float] | None = None,
           progress: Callable[[Milestone], Callable[[int, int | None], None] | None] | None = None,
-          ) -> list[MilestoneResult]:
+          walls: Walls = Walls(), fetch: bool = True) -> list[MilestoneResult]:
     """Grade `root` milestone by milestone. `progress(milestone)` is called before each one and may return
     an `on_progress(done, total)` callback for that milestone's tests."""
     root = Path(root).resolve()
     if not root.is_dir():
         raise GraderError(f"implementation root {root} does not exist")
     chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
-    fetch_datasets(chosen)
+    if fetch:
+        fetch_datasets(chosen)
     results = []
     for m in chosen:
         on_progress = progress(m) if progress else None
-        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress))
+        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress, walls))
     return results

@@ -6,19 +6,26 @@
   names the file and function to fix, and lists the functions still to write at the end;
 - `--llmfs-results FILE` streams one JSON line per event (collected tests with their points, each
   start, each result, leaderboard metrics) so `llmfs grade` keeps every finished result even when the
-  process is killed for time or memory halfway through.
+  process is killed for time or memory halfway through. Under `llmfs grade` each line is signed and the
+  test machinery is watched for tampering (see llmfs.guard);
+- under `llmfs grade` without a private network namespace (LLMFS_NETWORK=audit, see llmfs.jail), an audit
+  hook refuses connections to addresses outside the loopback.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from llmfs import guard
 from llmfs.course import CourseError, find_course_root, load_course
+from llmfs.jail import HIDDEN_ENV, NETWORK_ENV
 from llmfs.loader import ROOT_ENV, ImplementationError
 
 STUB_PREFIX = "Milestone "
@@ -28,15 +35,19 @@ MAX_MESSAGE = 4000
 class _State:
     """Per-session bookkeeping: the results stream and what the learner still has to write."""
 
-    def __init__(self, results: str | None) -> None:
+    def __init__(self, results: str | None, key: bytes | None = None) -> None:
         self.stream = open(results, "a", buffering=1, encoding="utf-8") if results else None  # noqa: SIM115
+        self.signer = guard.Signer(key) if key else None
+        self.watch: guard.Watch | None = None
+        self.tampered: list[str] = []
         self.phases: dict[str, list[pytest.TestReport]] = {}
         self.todo: dict[str, None] = {}  # ordered set of stub messages
         self.broken: dict[str, None] = {}  # ordered set of import errors
 
     def emit(self, event: str, **fields: Any) -> None:
         if self.stream:
-            self.stream.write(json.dumps({"event": event, **fields}) + "\n")
+            record = {"event": event, **fields}
+            self.stream.write((self.signer.sign(record) if self.signer else json.dumps(record)) + "\n")
 
 
 # Hooks such as pytest_runtest_logreport get no config, so the session's state lives here.
@@ -44,8 +55,9 @@ _state = _State(None)
 
 
 def _points(item: pytest.Item) -> float:
+    """The test's `points(n)`; a public test (no marker) counts one point when a learner grades their own repo."""
     marker = item.get_closest_marker("points")
-    return float(marker.args[0]) if marker and marker.args else 0.0
+    return float(marker.args[0]) if marker and marker.args else 1.0
 
 
 def _task(item: pytest.Item) -> str | None:
@@ -88,7 +100,46 @@ def pytest_configure(config: pytest.Config) -> None:
     if root := config.getoption("impl_root"):
         os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
     global _state
-    _state = _State(config.getoption("llmfs_results"))
+    _state = _State(config.getoption("llmfs_results"), guard.read_key_from_parent())
+    if os.environ.get(NETWORK_ENV) == "audit":
+        sys.addaudithook(_refuse_remote_connections)
+    if os.environ.get(NETWORK_ENV):
+        _state.emit("sandbox", network=os.environ[NETWORK_ENV], hidden=os.environ.get(HIDDEN_ENV) == "1")
+
+
+def _refuse_remote_connections(event: str, args: tuple) -> None:
+    """Audit hook (the no-namespace fallback): connecting or sending to a non-loopback address fails."""
+    if event not in ("socket.connect", "socket.sendto", "socket.connect_ex"):
+        return
+    address = args[1]
+    host = address[0] if isinstance(address, tuple) and address else None
+    if not isinstance(host, str):
+        return  # a Unix socket: local by construction
+    try:
+        local = host == "localhost" or ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        local = False
+    if not local:
+        raise PermissionError(f"network access is disabled while grading (tried to reach {host})")
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Hidden tests are imported, learner code is not (fixtures load it): record what must not change."""
+    if not _state.signer:
+        return
+    tests_dir = str(load_course().hidden_tests)
+    modules = [m for m in list(sys.modules.values())
+               if str(getattr(m, "__file__", None) or "").startswith(tests_dir)]
+    items = {item.nodeid: item for item in session.items}
+    _state.watch = guard.Watch(items, modules, load_course(),
+                               lambda: session.config.pluginmanager.get_plugins())
+
+
+def _tampering() -> list[str]:
+    if _state.watch and not _state.tampered and (changes := _state.watch.changes()):
+        _state.tampered = changes
+        _state.emit("tamper", changes=changes[:20])
+    return _state.tampered
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:
@@ -139,10 +190,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     skipped = any(r.skipped for r in phases)
     outcome = "failed" if failed else "skipped" if skipped else "passed"
     first = failed[0] if failed else None
-    _state.emit("result", nodeid=report.nodeid, outcome=outcome,
-               duration=sum(r.duration for r in phases),
-               kind=getattr(first, "llmfs_kind", None) if first else None,
-               message=_message(first) if first else "")
+    kind, message = (getattr(first, "llmfs_kind", None), _message(first)) if first else (None, "")
+    if changes := _tampering():
+        outcome, kind = "failed", "tampered"
+        message = f"the grading machinery was modified while testing: {', '.join(changes[:3])}"
+    _state.emit("result", nodeid=report.nodeid, outcome=outcome, duration=sum(r.duration for r in phases),
+                kind=kind, message=message)
     del _state.phases[report.nodeid]
 
 

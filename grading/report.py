@@ -14,13 +14,17 @@ from rich.console import Console
 from rich.table import Table
 
 from llmfs.fsutil import atomic_write_text
-from llmfs.grader import COMPLETE, ERROR, NOT_STARTED, PARTIAL, TIMEOUT, MilestoneResult
+from llmfs.grader import COMPLETE, ERROR, NOT_STARTED, PARTIAL, TAMPERED, TIMEOUT, MilestoneResult
 
-STYLE = {COMPLETE: "bold green", PARTIAL: "yellow", NOT_STARTED: "dim", ERROR: "bold red", TIMEOUT: "bold red"}
+STYLE = {COMPLETE: "bold green", PARTIAL: "yellow", NOT_STARTED: "dim", ERROR: "bold red", TIMEOUT: "bold red",
+         TAMPERED: "bold magenta"}
 
 
 def render(results: list[MilestoneResult], root: Path, console: Console, verbose: bool = False) -> None:
-    table = Table(title=f"Grades for {root}", title_justify="left")
+    public = any(r.public for r in results)
+    title = (f"Public tests of {root} (one point each; the hidden tests that grade you are not in this repository)"
+             if public else f"Grades for {root}")
+    table = Table(title=title, title_justify="left")
     for column, justify in (("Milestone", "left"), ("Title", "left"), ("Passed", "right"),
                             ("Points", "right"), ("Time", "right"), ("Status", "left")):
         table.add_column(column, justify=justify)
@@ -98,3 +102,22 @@ def write_gradescope(results: list[MilestoneResult], seconds: float, path: Path)
     return atomic_write_text(path, json.dumps(gradescope(results, seconds), indent=2) + "\n")
 
 
+
+
+def markdown_summary(results: list[MilestoneResult], root: Path) -> str:
+    """The grade as a Markdown table: a GitHub Actions job summary (`--summary "$GITHUB_STEP_SUMMARY"`)."""
+    public = any(r.public for r in results)
+    lines = [f"## {'Public tests' if public else 'Grades'} for `{root.name}`", "",
+             "| Milestone | Title | Passed | Points | Status |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(f"| {r.milestone.id} | {r.milestone.title} | {r.passed}/{len(r.tests)} | "
+                     f"{r.score:g}/{r.max_score:g} | {r.status} |")
+    total, possible = sum(r.score for r in results), sum(r.max_score for r in results)
+    lines += [f"| | **Total** | | **{total:g}/{possible:g}** | |", ""]
+    for r in results:
+        if r.message.strip():
+            first = r.message.strip().splitlines()[0].replace("`", "'")
+            lines.append(f"- **{r.milestone.id} {r.status}**: `{first[:300]}`")
+    if public:
+        lines += ["", "_One point per public test; your grade comes from the hidden tests._"]
+    return "\n".join(lines) + "\n"

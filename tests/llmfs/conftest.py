@@ -64,3 +64,14 @@ def copy_of_solutions(course: Course, tmp_path: Path) -> Callable[[str], Path]:
         return root
 
     return copy
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The default run leaves out the `slow` tests (every task replayed, the mutants, the cpu-small training run);
+    the README's test command and CI run them afterwards with `pytest -m slow`. Any `-m` selects as usual."""
+    if config.option.markexpr:
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]

@@ -1,0 +1,86 @@
+"""`llmfs release`: a learner repository without solutions/ or hidden tests that installs and runs on its own.
+
+The release is installed with pip into a fresh virtual environment. Its third-party dependencies (torch and
+the rest, several GB) are not downloaded again: a .pth file lends them from the environment running this test,
+while `llmfs` itself is the released copy (pip's editable install; the instructor's is not on that path).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from llmfs.course import Course
+
+MARKERS = ("### BEGIN SOLUTION", "### END SOLUTION")
+
+
+@pytest.fixture(scope="module")
+def released(course: Course, llmfs, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("release") / "learner-repo"
+    proc = llmfs("release", str(out), "--upto", "02")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def venv(released: Path) -> Path:
+    """A fresh virtual environment with the release installed by pip (dependencies lent by a .pth file)."""
+    env_dir = released.parent / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
+    (purelib / "_lent_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    python = env_dir / "bin" / "python"
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
+                           "--no-index", "-q", "-e", str(released)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return env_dir
+
+
+def _run(venv: Path, cwd: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("LLMFS_COURSE", "LLMFS_ROOT", "PYTHONPATH")}
+    env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env['PATH']}"
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_release_holds_no_solutions_or_hidden_tests(released: Path) -> None:
+    assert not (released / "solutions").exists() and not (released / "tests").exists()
+    assert sorted(p.name for p in (released / "milestones").iterdir()) == ["01", "02"]
+    for path in released.rglob("*.py"):
+        lines = {line.strip() for line in path.read_text(encoding="utf-8").splitlines()}
+        assert not lines & set(MARKERS), f"{path} carries a solution region"
+    manifest = (released / "course.toml").read_text()
+    assert 'id = "01"' in manifest and 'id = "02"' in manifest and 'id = "03"' not in manifest
+    assert (released / ".github" / "workflows" / "learner.yml").is_file()
+
+
+def test_released_llmfs_is_the_released_copy(venv: Path, released: Path) -> None:
+    proc = _run(venv, released, str(venv / "bin" / "python"), "-c", "import llmfs; print(llmfs.__file__)")
+    assert proc.returncode == 0 and Path(proc.stdout.strip()).is_relative_to(released), proc.stdout + proc.stderr
+
+
+def test_stubs_fail_naming_the_function_then_the_solution_passes(venv: Path, released: Path,
+                                                                  course: Course) -> None:
+    python = str(venv / "bin" / "python")
+    before = _run(venv, released, python, "-m", "pytest", "milestones/01", "-q", "-p", "no:cacheprovider")
+    assert before.returncode == 1, before.stdout[-2000:] + before.stderr[-2000:]
+    assert "NotImplementedError: Milestone 01: write `CharTokenizer.__init__` in milestones/01/bigram.py" \
+        in before.stdout, before.stdout[-2000:]
+    shutil.copy2(course.solutions / "01" / "bigram.py", released / "milestones" / "01" / "bigram.py")
+    after = _run(venv, released, python, "-m", "pytest", "milestones/01", "-q", "-p", "no:cacheprovider")
+    assert after.returncode == 0, after.stdout[-3000:] + after.stderr[-2000:]
+
+
+def test_llmfs_grade_grades_the_public_tests_in_a_release(venv: Path, released: Path) -> None:
+    proc = _run(venv, released, str(venv / "bin" / "llmfs"), "grade", "-m", "01", "--summary", "summary.md")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Public tests" in proc.stdout
+    summary = (released / "summary.md").read_text()
+    assert "| 01 |" in summary and "one point per public test" in summary.lower()
