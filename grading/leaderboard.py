@@ -53,6 +53,15 @@ def _salt(out: Path) -> str:
     return path.read_text().strip()
 
 
+def _status(statuses: dict[str, str]) -> str:
+    """"complete", or what is not, grouped: "not started: 03, 04, 05; timeout: 02"."""
+    grouped: dict[str, list[str]] = {}
+    for mid, status in statuses.items():
+        if status != "complete":
+            grouped.setdefault(status, []).append(mid)
+    return "; ".join(f"{status}: {', '.join(mids)}" for status, mids in grouped.items()) or "complete"
+
+
 def table(course: Course, records: list[dict], salt: str | None = None) -> dict:
     """The leaderboard's data (what leaderboard.json holds)."""
     milestone_ids = [m.id for m in course.milestones if any(m.id in r["milestones"] for r in records)]
@@ -73,8 +82,7 @@ def table(course: Course, records: list[dict], salt: str | None = None) -> dict:
             "milestones": {mid: {"score": s["score"], "max_score": s["max_score"], "status": s["status"]}
                            for mid, s in r["milestones"].items()},
             "metrics": figures,
-            "status": r["error"] or ", ".join(f"{mid} {st}" for mid, st in statuses.items() if st != "complete")
-            or "complete",
+            "status": r["error"] or _status(statuses),
             "problem": bool(r["error"]) or any(st in PROBLEMS for st in statuses.values()),
             "seconds": r.get("seconds", 0.0),
             "graded_at": r.get("graded_at", ""),
@@ -142,6 +150,9 @@ th, td { padding: .35rem .7rem; border-bottom: 1px solid #ddd; text-align: right
 th { cursor: pointer; background: #f4f4f4; position: sticky; top: 0; user-select: none; }
 th[data-sorted=asc]::after { content: " ▲"; } th[data-sorted=desc]::after { content: " ▼"; }
 td.text, th.text { text-align: left; }
+td:last-child { max-width: 28rem; }
+td:nth-child(2) { white-space: nowrap; }
+th { font-size: .85rem; }
 tr.problem td { background: #fff4f4; }
 """
 

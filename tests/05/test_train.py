@@ -82,7 +82,7 @@ def tiny_run(train, tmp_path_factory):
 
 @pytest.mark.task05_5
 @pytest.mark.points(4)
-def test_the_tiny_preset_trains_end_to_end(tiny_run):
+def test_the_tiny_preset_trains_end_to_end(tiny_run, leaderboard):
     """TinyShakespeare shards, 30 steps: the loss falls from ~ln(50304), and the log, plot, checkpoint, results exist"""
     out, results = tiny_run
     assert {"losses.csv", "loss.png", "last.pt", "results.json"} <= {p.name for p in out.iterdir()}
@@ -90,7 +90,10 @@ def test_the_tiny_preset_trains_end_to_end(tiny_run):
     assert len(rows) == 31  # a header and 30 steps
     first = float(rows[1].split(",")[2])
     assert abs(first - math.log(50304)) < 0.5 and results["final_train_loss"] < first - 2
-    assert results["val_loss"] < first - 2 and json.loads((out / "results.json").read_text())["tokens_per_s"] > 0
+    tokens_per_s = json.loads((out / "results.json").read_text())["tokens_per_s"]
+    assert results["val_loss"] < first - 2 and tokens_per_s > 0
+    leaderboard("tiny preset: training tokens/s", tokens_per_s, order="desc")
+    leaderboard("tiny preset: validation loss", results["val_loss"], order="asc")
 
 
 @pytest.mark.task05_5
