@@ -25,6 +25,12 @@ from llmfs.course import CourseError, load_course
 EXIT_OK, EXIT_STALE, EXIT_ERROR = 0, 1, 2
 
 
+def _limits(args: argparse.Namespace) -> dict[str, float]:
+    """The --time-limit/--test-timeout/--memory-mb overrides that were given."""
+    return {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
+                              ("memory_mb", args.memory_mb)) if v is not None}
+
+
 def _grade(args: argparse.Namespace, console: Console) -> int:
     from llmfs.grader import grade
     from llmfs.report import markdown_summary, render, write_gradescope
@@ -33,8 +39,7 @@ def _grade(args: argparse.Namespace, console: Console) -> int:
     if args.reference and args.root:
         raise CourseError("give either ROOT or --reference, not both")
     root = course.solutions if args.reference else Path(args.root or course.milestones_dir)
-    limits = {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
-                                ("memory_mb", args.memory_mb)) if v is not None}
+    limits = _limits(args)
     started = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
@@ -70,8 +75,7 @@ def _grade_all(args: argparse.Namespace, console: Console) -> int:
     from llmfs.classroom import ClassGrader, Options
 
     course = load_course()
-    limits = {k: v for k, v in (("time_limit_s", args.time_limit), ("test_timeout_s", args.test_timeout),
-                                ("memory_mb", args.memory_mb)) if v is not None}
+    limits = _limits(args)
     options = Options(milestones=args.milestone, jobs=args.jobs, force=args.force, limits=limits or None,
                       pseudonyms=args.pseudonyms)
     grader = ClassGrader(course, Path(args.submissions), Path(args.out), options)
