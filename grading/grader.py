@@ -11,6 +11,7 @@ killed still counts. Nothing a learner's code does can stop the grader from repo
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import secrets
@@ -407,6 +408,17 @@ def fetch_datasets(milestones: list[Milestone]) -> None:
             raise GraderError(f"cannot grade without dataset {name!r}: {e}") from e
 
 
+def _without_own_solution(walls: Walls, course: Course, m: Milestone) -> Walls:
+    """When anything is hidden at all (`llmfs grade-all`), also hide the reference files of the milestone being
+    graded (those with solution regions): its tests need earlier milestones' references and its read-only
+    modules, never its own solutions, and a submission must not read and exec them."""
+    own = course.solutions / m.id
+    if not walls.hide or not own.is_dir():
+        return walls
+    solved = [p for p in sorted(own.glob("*.py")) if "### BEGIN SOLUTION" in p.read_text(encoding="utf-8")]
+    return dataclasses.replace(walls, hide=(*walls.hide, *solved))
+
+
 def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
           limits: dict[str, float] | None = None,
           progress: Callable[[Milestone], Callable[[int, int | None], None] | None] | None = None,
@@ -422,5 +434,6 @@ def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
     results = []
     for m in chosen:
         on_progress = progress(m) if progress else None
-        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress, walls))
+        results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress,
+                                       _without_own_solution(walls, course, m)))
     return results

@@ -11,8 +11,9 @@ learner code exists in the process, then replaces itself with COMMAND (`os.execv
   fallback is an audit hook installed by the pytest plugin that refuses connections to non-loopback
   addresses (`LLMFS_NETWORK=audit`); it stops ordinary library calls, not a determined attacker;
 - hidden folders (`--hide PATH`, in the same namespaces plus a mount namespace): an empty read-only tmpfs is
-  mounted over each, so the code under test can neither read nor write the other submissions, the outputs
-  of `llmfs grade-all` or the instructor's originals; `--keep PATH` mounts one folder inside a hidden one
+  mounted over each (/dev/null over a file), so the code under test can neither read nor write the other
+  submissions, the outputs of `llmfs grade-all`, the instructor's originals or the reference files of the
+  milestone being graded; `--keep PATH` mounts one folder inside a hidden one
   back (the submission's own working copy); `--read-only PATH` makes a folder read-only (the Python
   installation and site-packages, the datasets, the grader's copy of the tests), so a submission cannot plant
   code or data for the ones graded after it. Without namespaces nothing is hidden (LLMFS_HIDDEN=0).
@@ -92,9 +93,13 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str =
 
 
 def hide(paths: list[str], keep: list[str]) -> None:
-    """Mount an empty read-only tmpfs over each path; mount each `keep` folder back at its place inside."""
+    """Mount an empty read-only tmpfs over each folder (and /dev/null over each file); mount each `keep` folder
+    back at its place inside."""
     held = {k: os.open(k, os.O_PATH | os.O_DIRECTORY) for k in keep}  # reachable after its parent is covered
     for path in paths:
+        if os.path.isfile(path):
+            _mount("/dev/null", path, None, MS_BIND)
+            continue
         if not os.path.isdir(path):
             continue
         inside = [k for k in keep if os.path.commonpath([path, k]) == path and k != path]

@@ -1,4 +1,4 @@
-"""A class of 20 learner submissions for milestone 01: reference copies, stubs, and one per fault `llmfs
+"""A class of 21 learner submissions for milestone 01: reference copies, stubs, and one per fault `llmfs
 grade-all` must survive (issue 6). Used by test_classroom.py, and by hand for the acceptance figures:
 
     python tests/llmfs/class_faults.py /tmp/class            # writes /tmp/class/submissions/...
@@ -50,6 +50,7 @@ FAULTS = (
     Fault("allocates-30gb", "reference", "count_bigrams's tests fail with MemoryError, the others pass"),
     Fault("prints-100mb", "stubs", "not started, like any stub; the log keeps only its tail"),
     Fault("opens-socket", "stubs", "the grading machine's server receives nothing"),
+    Fault("execs-the-reference", "stubs", "0 points: the reference of the graded milestone is hidden from it"),
     Fault("syntax-error", "stubs", "0 points, error naming the line"),
     Fault("empty", "none", "0 points, error"),
     Fault("corrupt", "none", "0 points, error: not a readable zip file"),
@@ -174,6 +175,14 @@ def fault_source(name: str, reference: str, stubs: str, probes: Path, server_por
                         s.sendall(b"exfiltrated")
                 except OSError:
                     pass
+            """),
+        "execs-the-reference": lambda: at_import(stubs, """
+            import os, pathlib
+            for root in (os.environ.get("LLMFS_DEPS_ROOT", ""), os.environ.get("LLMFS_COURSE", "") + "/solutions"):
+                reference = pathlib.Path(root) / "01" / "bigram.py"
+                if root and reference.is_file():
+                    exec(compile(reference.read_text(), __file__, "exec"), globals())
+                    break
             """),
         "syntax-error": lambda: stubs.replace("class CharTokenizer:", "class CharTokenizer\n", 1),
     }

@@ -1,4 +1,4 @@
-"""`llmfs grade-all` on a class of 20 submissions (tests/llmfs/class_faults.py): reference copies, stubs and one
+"""`llmfs grade-all` on a class of 21 submissions (tests/llmfs/class_faults.py): reference copies, stubs and one
 submission per fault. The run is SIGKILLed halfway and resumed; every fault must end with its right points and
 leave the others untouched. Milestone 01 only, with short limits, two jobs.
 """
@@ -186,7 +186,7 @@ def test_reference_copies_get_full_points_in_every_format(graded: ClassRun) -> N
 
 
 def test_stubs_get_nothing_and_are_not_started(graded: ClassRun) -> None:
-    for name in ("stubs-folder", "stubs-git", "stubs-bundle", "own-tests", "prints-100mb"):
+    for name in ("stubs-folder", "stubs-git", "stubs-bundle", "own-tests", "prints-100mb", "execs-the-reference"):
         m = _milestone(graded, name)
         assert (m["score"], m["status"]) == (0, "not started"), (name, m["message"])
 

@@ -64,7 +64,11 @@ def test_reference_is_complete_with_full_points(course, grade):
     assert {e["name"] for e in results["leaderboard"]} == {
         "01 bigram val loss", "02 training step time / torch's", "04 training speed-up over 03 (corpus.en, 500)",
         "04 training time / tokenizers' (cs336-bpe, 500)", "04 training time / tokenizers' (tinyshakespeare, 1024)",
-        "04 16K vocabulary on 100 MB: seconds", "04 encoding throughput / tiktoken's"}
+        "04 16K vocabulary on 100 MB: seconds", "04 encoding throughput / tiktoken's",
+        "05 tiny preset: training tokens/s", "05 tiny preset: validation loss"}
+    orders = {e["name"]: e["order"] for e in results["leaderboard"]}
+    assert orders["04 training speed-up over 03 (corpus.en, 500)"] == orders["05 tiny preset: training tokens/s"] \
+        == "desc", "a speed is better when higher"
     rows = [line for line in proc.stdout.splitlines() if "complete" in line]  # the terminal table
     assert all(any(f" {m.id} " in row and f"{m.points:g}/{m.points:g}" in row for row in rows)
                for m in course.milestones), proc.stdout
