@@ -100,21 +100,26 @@ def _check_budget(files: int, size: int, where: str) -> None:
         raise SubmissionError(f"{where} is larger than {MAX_BYTES // 2**20} MB")
 
 
-def _copy_folder(source: Path, dest: Path) -> None:
-    """Regular files only: a symlink (to the reference solutions, say) is not followed."""
-    files = size = 0
-    for folder, dirs, names in os.walk(source):
+def _regular_files(root: Path) -> Iterable[tuple[Path, os.stat_result]]:
+    """Every regular file below `root`, in a fixed order, with its lstat; symlinks (to the reference solutions,
+    say) are never followed, and virtual environments, caches and .git are skipped."""
+    for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(folder) / d).is_symlink())
-        for name in names:
+        for name in sorted(names):
             path = Path(folder, name)
             info = path.lstat()
-            if not stat.S_ISREG(info.st_mode):
-                continue
-            files, size = files + 1, size + info.st_size
-            _check_budget(files, size, source.name)
-            target = dest / path.relative_to(source)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            if stat.S_ISREG(info.st_mode):
+                yield path, info
+
+
+def _copy_folder(source: Path, dest: Path) -> None:
+    files = size = 0
+    for path, info in _regular_files(source):
+        files, size = files + 1, size + info.st_size
+        _check_budget(files, size, source.name)
+        target = dest / path.relative_to(source)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
 
 
 def _extract_zip(source: Path, dest: Path) -> None:
@@ -169,13 +174,12 @@ def unpack(submission: Submission, dest: Path) -> Path:
 
 def implementation_root(folder: Path) -> Path:
     """`milestones/` when there is one (a learner's repository), else the folder itself; a single top
-    folder (a zip of the repository) is looked into."""
-    for candidate in (folder, *[c for c in folder.iterdir() if c.is_dir()][:1]):
-        if (candidate / "milestones").is_dir():
-            return candidate / "milestones"
-    entries = list(folder.iterdir())
-    if len(entries) == 1 and entries[0].is_dir() and not entries[0].name[:2].isdigit():
-        return implementation_root(entries[0])
+    folder (a zip of the repository, macOS's __MACOSX aside) is looked into."""
+    if (folder / "milestones").is_dir():
+        return folder / "milestones"
+    folders = [c for c in folder.iterdir() if c.is_dir() and not c.name.startswith((".", "__"))]
+    if len(folders) == 1 and not folders[0].name[:2].isdigit():
+        return implementation_root(folders[0])
     return folder
 
 
@@ -185,9 +189,7 @@ def content_hash(submission: Submission) -> str:
     if submission.kind == "folder":
         _hash_tree(digest, submission.path)
     elif submission.kind in ("zip", "bundle", "unknown") and submission.path.is_file():
-        with open(submission.path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
+        _hash_file(digest, submission.path)
     elif submission.kind == "git":
         head = subprocess.run(["git", "--git-dir", str(submission.path), "rev-parse", "HEAD"],
                               capture_output=True, text=True, timeout=30)
@@ -195,17 +197,17 @@ def content_hash(submission: Submission) -> str:
     return digest.hexdigest()
 
 
+def _hash_file(digest, path: Path) -> None:
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+
+
 def _hash_tree(digest, root: Path) -> None:
-    for folder, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(folder) / d).is_symlink())
-        for name in sorted(names):
-            path = Path(folder, name)
-            if path.is_symlink() or not path.is_file():
-                continue
-            digest.update(str(path.relative_to(root)).encode() + b"\0")
-            with open(path, "rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
-                    digest.update(block)
+    """The same files `_copy_folder` copies, names and bytes."""
+    for path, _ in _regular_files(root):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        _hash_file(digest, path)
 
 
 TRUSTED = ("course.toml", "pyproject.toml", "tests", "solutions", GRADER_COPY)
@@ -220,7 +222,7 @@ def course_fingerprint(root: Path) -> str:
         if path.is_dir():
             _hash_tree(digest, path)
         elif path.is_file():
-            digest.update(path.read_bytes())
+            _hash_file(digest, path)
     return digest.hexdigest()
 
 
@@ -233,7 +235,7 @@ def snapshot_course(course: Course, dest: Path) -> Path:
     import llmfs
     import llmfs.data
 
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "llmfs", "results")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", "results")
     dest.mkdir(parents=True)
     shutil.copy2(course.root / "pyproject.toml", dest / "pyproject.toml")
     mirrors = "data_mirrors = [" + ", ".join(json.dumps(str(p)) for p in course.data_mirrors) + "]"
@@ -246,16 +248,26 @@ def snapshot_course(course: Course, dest: Path) -> Path:
             shutil.copytree(entry, tests / entry.name, ignore=ignore)
     shutil.copytree(course.solutions, dest / course.solutions.relative_to(course.root), ignore=ignore)
     package = dest / GRADER_COPY / "llmfs"
-    shutil.copytree(Path(llmfs.__file__).parent, package, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.rmtree(package / "data", ignore_errors=True)
-    shutil.copytree(Path(llmfs.data.__file__).parent, package / "data",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(Path(llmfs.__file__).parent, package, ignore=ignore)
+    if not (package / "data").is_dir():  # an editable install maps llmfs.data to the repository's data/
+        shutil.copytree(Path(llmfs.data.__file__).parent, package / "data", ignore=ignore)
     return dest
 
 
-def remove_stale_runs() -> int:
+def _shared_read_only(course: Course) -> tuple[Path, ...]:
+    """The Python installation and its packages, and the datasets: one submission must not plant code or data
+    for the ones graded after it."""
+    import site
+
+    from llmfs import data
+
+    python = {Path(sys.prefix), Path(sys.base_prefix), *map(Path, site.getsitepackages())}
+    datasets = {Path(p) for p in (os.environ.get(data.DATA_ENV), data.cache_dir()) if p} | set(course.data_mirrors)
+    return tuple(sorted({p.resolve() for p in python | datasets if p.is_dir()}))
+
+
+def remove_stale_runs() -> None:
     """Delete the working folders of earlier runs that were killed (their owner process is gone)."""
-    removed = 0
     for folder in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}*"):
         try:
             owner = int((folder / "owner.pid").read_text())
@@ -263,8 +275,6 @@ def remove_stale_runs() -> int:
             continue
         if not psutil.pid_exists(owner):
             _rmtree(folder)
-            removed += 1
-    return removed
 
 
 def _rmtree(path: Path) -> None:
@@ -315,6 +325,7 @@ class ClassGrader:
         self.course, self.options = course, options
         self.submissions_dir, self.out = submissions.resolve(), out.resolve()
         self.records_dir = self.out / "submissions"
+        self.shared_read_only = _shared_read_only(course)
         self.lock = threading.Lock()
         self.records: dict[str, dict] = {}
 
@@ -409,16 +420,8 @@ class ClassGrader:
         return record
 
     def _protected(self, course_copy: Path) -> tuple[Path, ...]:
-        """Readable, not writable: the Python installation and packages, the datasets, the grader's copy."""
-        import site
-
-        from llmfs import data
-
-        python = {Path(sys.prefix), Path(sys.base_prefix), *map(Path, site.getsitepackages())}
-        datasets = {Path(p) for p in (os.environ.get(data.DATA_ENV), data.cache_dir()) if p}
-        datasets |= set(self.course.data_mirrors)
-        trusted = {course_copy / name for name in TRUSTED if (course_copy / name).is_dir()}
-        return tuple(sorted(p.resolve() for p in python | datasets | trusted if p.is_dir()))
+        """Readable, not writable: what every submission shares, and this submission's copy of the grader."""
+        return (*self.shared_read_only, *(course_copy / name for name in TRUSTED if (course_copy / name).is_dir()))
 
     def _hidden(self, run_dir: Path) -> tuple[Path, ...]:
         """What the code under test must not see: the other learners, the outputs, this run's other folders

@@ -18,6 +18,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 MANIFEST = "course.toml"
+SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"  # nbgrader's markers in solutions/
 GRADER_COPY = ".grader"  # in a course copy made by `llmfs grade-all`: .grader/llmfs is the grading code
 
 

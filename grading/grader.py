@@ -29,7 +29,7 @@ from pathlib import Path
 import psutil
 
 from llmfs import data, guard
-from llmfs.course import Course, Milestone
+from llmfs.course import SOLUTION_BEGIN, Course, Milestone
 from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
 
 NOT_STARTED, PARTIAL, COMPLETE, ERROR, TIMEOUT = "not started", "partial", "complete", "error", "timeout"
@@ -159,7 +159,7 @@ class Walls:
     threads: int | None = None  # CPU threads per grading process (OMP/MKL/torch), so parallel jobs share cores
 
 
-def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, limits: Limits,
+def _pytest_command(course: Course, tests: Path, root: Path, results: Path, limits: Limits,
                     walls: Walls) -> list[str]:
     cpu_s = int(limits.time_limit_s * (os.cpu_count() or 1) + 30)  # all cores busy for the whole wall limit
     plugins = [arg for name in PLUGINS for arg in ("-p", name)]
@@ -168,7 +168,7 @@ def _pytest_command(course: Course, m: Milestone, root: Path, results: Path, lim
     return [
         sys.executable, "-m", "llmfs.jail", "--memory-mb", str(limits.memory_mb), "--cpu-s", str(cpu_s), *hiding,
         "--",
-        sys.executable, *SAFE_PATH, "-m", "pytest", str(tests_folder(course, m)), *plugins,
+        sys.executable, *SAFE_PATH, "-m", "pytest", str(tests), *plugins,
         "--impl-root", str(root), "--llmfs-results", str(results),
         "--timeout", str(limits.test_timeout_s),
         "--rootdir", str(course.root), "-c", str(course.root / "pyproject.toml"),
@@ -247,7 +247,8 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
     """Run milestone `m`'s hidden tests against `root` and score them; `on_progress(done, total)` is
     called about twice a second while they run."""
     limits = limits or Limits.of(m)
-    if not tests_folder(course, m).is_dir():
+    tests = tests_folder(course, m)
+    if not tests.is_dir():
         raise GraderError(f"no hidden tests for milestone {m.id} in {course.hidden_tests / m.id}")
     key, job = secrets.token_bytes(32), secrets.token_hex(16)
     with tempfile.TemporaryDirectory(prefix=f"llmfs-grade-{m.id}-", dir=walls.scratch) as tmp:
@@ -262,7 +263,7 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
         tail.start()
         try:
             child = subprocess.Popen(
-                _pytest_command(course, m, root, results, limits, walls), cwd=course.root,
+                _pytest_command(course, tests, root, results, limits, walls), cwd=course.root,
                 env=_child_env(course, root, job, key_read, walls.threads), stdin=subprocess.DEVNULL, stdout=out_write,
                 stderr=out_write, start_new_session=True, pass_fds=(key_read,),
             )
@@ -273,7 +274,7 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
             timed_out = _wait(child, limits.time_limit_s, stream, on_progress)
         finally:
             _kill_group(child)
-            kill_job(job)
+            _kill_job(job)
             tail.stop.set()
             tail.join(timeout=5)
             os.close(out_read)
@@ -283,7 +284,7 @@ def grade_milestone(course: Course, m: Milestone, root: Path, limits: Limits | N
             raise GraderError(f"pytest refused the grader's command line:\n{log_tail}")
         result = _score(m, stream, child.returncode, timed_out, limits, seconds, log_tail)
         result.output_bytes = tail.total
-        result.public = tests_folder(course, m) != course.hidden_tests / m.id
+        result.public = tests != course.hidden_tests / m.id
         return result
 
 
@@ -300,22 +301,17 @@ def _kill_group(child: subprocess.Popen) -> None:
     child.wait()
 
 
-def kill_job(job: str) -> int:
+def _kill_job(job: str) -> None:
     """Kill every process still carrying this grading job's token in its environment: children that left the
-    process group (setsid, double fork) to outlive the grader. Returns how many were killed."""
-    killed = 0
+    process group (setsid, double fork) to outlive the grader."""
     marker = f"{JOB_ENV}={job}".encode()
     for proc in psutil.process_iter():
         try:
             with open(f"/proc/{proc.pid}/environ", "rb") as f:
-                found = marker in f.read().split(b"\0")
-        except OSError:
+                if marker in f.read().split(b"\0"):
+                    proc.kill()
+        except (OSError, psutil.Error):
             continue
-        if found:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
-                killed += 1
-    return killed
 
 
 def _score(m: Milestone, stream: _EventStream, returncode: int, timed_out: bool, limits: Limits,
@@ -415,7 +411,7 @@ def _without_own_solution(walls: Walls, course: Course, m: Milestone) -> Walls:
     own = course.solutions / m.id
     if not walls.hide or not own.is_dir():
         return walls
-    solved = [p for p in sorted(own.glob("*.py")) if "### BEGIN SOLUTION" in p.read_text(encoding="utf-8")]
+    solved = [p for p in sorted(own.glob("*.py")) if SOLUTION_BEGIN in p.read_text(encoding="utf-8")]
     return dataclasses.replace(walls, hide=(*walls.hide, *solved))
 
 

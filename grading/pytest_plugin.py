@@ -109,7 +109,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _refuse_remote_connections(event: str, args: tuple) -> None:
     """Audit hook (the no-namespace fallback): connecting or sending to a non-loopback address fails."""
-    if event not in ("socket.connect", "socket.sendto", "socket.connect_ex"):
+    if event not in ("socket.connect", "socket.sendto"):  # connect_ex raises socket.connect too
         return
     address = args[1]
     host = address[0] if isinstance(address, tuple) and address else None
@@ -127,12 +127,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """Hidden tests are imported, learner code is not (fixtures load it): record what must not change."""
     if not _state.signer:
         return
-    tests_dir = str(load_course().hidden_tests)
+    course = load_course()
+    tests_dir = str(course.hidden_tests)
     modules = [m for m in list(sys.modules.values())
                if str(getattr(m, "__file__", None) or "").startswith(tests_dir)]
     items = {item.nodeid: item for item in session.items}
-    _state.watch = guard.Watch(items, modules, load_course(),
-                               lambda: session.config.pluginmanager.get_plugins())
+    _state.watch = guard.Watch(items, modules, course, lambda: session.config.pluginmanager.get_plugins())
 
 
 def _tampering() -> list[str]:

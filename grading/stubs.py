@@ -15,7 +15,7 @@ from pathlib import Path
 import nbformat
 from nbgrader.preprocessors import ClearSolutions
 
-from llmfs.course import Course, Milestone
+from llmfs.course import SOLUTION_BEGIN, Course, Milestone
 
 PLACEHOLDER = "LLMFS_STUB_MESSAGE"
 CODE_STUB = f"# YOUR CODE HERE\nraise NotImplementedError({PLACEHOLDER})"
@@ -31,7 +31,7 @@ def clear_solutions(source: str, code_stub: str = CODE_STUB) -> str:
     A file without regions (a helper the learner only reads, such as 04's results.py) is copied unchanged;
     nbgrader would replace the whole cell with one stub.
     """
-    if "### BEGIN SOLUTION" not in source:
+    if SOLUTION_BEGIN not in source:
         return source
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
