@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import regex
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -25,7 +25,7 @@ from llmfs.testing import implementation_fixture
 bpe = implementation_fixture("03", "bpe")
 ref = load_module(Path(__file__).resolve().parents[1], "03", "bpe_references")
 ENDOFTEXT = ref.ENDOFTEXT
-PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = ref.property_settings(200)  # the same examples in every grade, no example database
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 import regex
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 
 from llmfs.course import load_course
 from llmfs.data.corpora import build_mixed_corpus
@@ -35,7 +35,7 @@ ref = load_module(Path(__file__).resolve().parents[1], "03", "bpe_references")
 hf_results = load_module(COURSE.solutions, "04", "results", COURSE.milestone("04").api["results"])
 ENDOFTEXT = ref.ENDOFTEXT
 LIMITS = thresholds("04")
-PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+PROPERTY = ref.property_settings(200)  # the same examples in every grade, no example database
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_training_is_identical_to_milestone_03(fastbpe, corpus, size, vocab_size
 @pytest.mark.task04_2
 @pytest.mark.points(4)
 @given(text=ref.texts(with_special=True))
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@ref.property_settings(100)
 def test_training_is_identical_to_milestone_03_on_random_text(fastbpe, text):
     """Random Unicode, whitespace runs and special tokens: the same merges as the reference 03"""
     got = pairs(fastbpe.train(text, 300, [ENDOFTEXT]))
