@@ -1,0 +1,136 @@
+"""Milestone 06: logits processors, the small functions that turn a model's next-token logits into the
+distribution you sample from. Each one matches a Hugging Face processor exactly, or a formula from the OpenAI API.
+
+Every function takes logits (B, V), one row per sequence in the batch, and returns new logits (B, V); none
+changes its input in place. A token that must never be drawn gets the logit -inf (probability exactly 0).
+
+    apply_temperature            logits / T                      transformers' TemperatureLogitsWarper
+    top_k_filter                 keep the k largest (and ties)   transformers' TopKLogitsWarper
+    top_p_filter                 keep the nucleus of mass >= p   transformers' TopPLogitsWarper
+    repetition_penalty           CTRL's penalty on seen tokens   transformers' RepetitionPenaltyLogitsProcessor
+    presence_frequency_penalty   OpenAI's two penalties          logit - frequency * count - presence * [count > 0]
+
+Shapes in the comments: B batch, T tokens so far, V vocabulary.
+
+    task06_1  apply_temperature
+    task06_2  top_k_filter, top_p_filter
+    task06_3  token_counts, repetition_penalty, presence_frequency_penalty
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+# The allowed values of each setting: what `check` accepts, and how its error describes them.
+RULES = {
+    "temperature": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (for greedy decoding use do_sample=False)"),
+    "top_k": (lambda v: _is_int(v) and v >= 1, "an int >= 1 (None turns top-k off)"),
+    "top_p": (lambda v: _is_number(v) and 0 < v <= 1, "a number in (0, 1] (1 turns top-p off)"),
+    "min_tokens_to_keep": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+    "repetition_penalty": (lambda v: _is_number(v) and v > 0, "a finite number > 0 (1.0 means no penalty)"),
+    "presence_penalty": (lambda v: _is_number(v) and -2 <= v <= 2, "a number in [-2, 2], the OpenAI API's range"),
+    "frequency_penalty": (lambda v: _is_number(v) and -2 <= v <= 2, "a number in [-2, 2], the OpenAI API's range"),
+}
+
+
+def check(name: str, value: object) -> None:
+    """Raise ValueError naming the setting and its allowed values when `value` breaks RULES[name]."""
+    allowed, description = RULES[name]
+    if not allowed(value):
+        raise ValueError(f"{name} must be {description}, got {value!r}")
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+# ----------------------------------------------------------------------------------------------------
+# task06_1: temperature
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / temperature. Below 1 the distribution sharpens towards the argmax, above 1 it flattens
+    towards uniform; 1 changes nothing.
+
+    Call `check("temperature", temperature)` first: it raises a ValueError naming the setting unless it is a
+    finite number > 0 (T -> 0 is greedy decoding, which `generate(do_sample=False)` does without dividing by 0).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `apply_temperature` in milestones/06/processors.py (see milestones/06/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task06_2: top-k and top-p (nucleus) filtering
+
+
+def top_k_filter(logits: torch.Tensor, top_k: int, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Keep the max(top_k, min_tokens_to_keep) largest logits of each row and set the rest to -inf.
+
+    Ties are kept: a token whose logit equals the k-th largest survives, so a row may keep more than k tokens
+    (Hugging Face does the same). A k larger than V keeps everything.
+
+    Check both settings first with `check` (top_k: an int >= 1).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `top_k_filter` in milestones/06/processors.py (see milestones/06/README.md)')
+
+
+def top_p_filter(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1) -> torch.Tensor:
+    """Nucleus sampling: keep the smallest set of most probable tokens whose probabilities add up to >= top_p,
+    and set the rest to -inf.
+
+    Sort each row's probabilities in descending order and walk down: a token is kept while the mass *before*
+    it is still < top_p. So the token that crosses top_p is kept (with probabilities 0.5, 0.3, 0.2 and
+    top_p = 0.6, the nucleus is {0.5, 0.3}: 0.5 alone falls short). At least `min_tokens_to_keep` tokens
+    are kept. top_p = 1 keeps everything.
+
+    Check both settings first with `check` (top_p: 0 < top_p <= 1).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `top_p_filter` in milestones/06/processors.py (see milestones/06/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task06_3: penalties on tokens already in the text
+
+
+def token_counts(tokens: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """How often each token id occurs in each row: tokens (B, T) ids -> counts (B, V) as floats.
+
+    `mask` (B, T) marks the real tokens with 1 (True) and the padding with 0: padding is never counted, even
+    when the pad id is a real token id (GPT-2 pads with <|endoftext|>). Milestone 07 pads batches on the left.
+    Raises ValueError for an id outside 0..V-1 or a mask of another shape.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `token_counts` in milestones/06/processors.py (see milestones/06/README.md)')
+
+
+def repetition_penalty(logits: torch.Tensor, tokens: torch.Tensor, penalty: float,
+                       mask: torch.Tensor | None = None) -> torch.Tensor:
+    """CTRL's repetition penalty, as Hugging Face applies it: for every token id that occurs in `tokens` (B, T)
+    (prompt and generated tokens alike), a positive logit is divided by `penalty` and a negative one multiplied
+    by it, so with penalty > 1 a seen token always becomes less likely. Each id is penalized once, however
+    often it occurs. Positions where `mask` is 0 are padding and do not count (see `token_counts`).
+
+    Check it first: `check("repetition_penalty", penalty)` (a finite number > 0; 1 changes nothing).
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `repetition_penalty` in milestones/06/processors.py (see milestones/06/README.md)')
+
+
+def presence_frequency_penalty(logits: torch.Tensor, tokens: torch.Tensor, presence: float, frequency: float,
+                               mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The OpenAI API's penalties: logit[j] - frequency * count[j] - presence * (count[j] > 0), where count[j]
+    is how often token j occurs in `tokens` (B, T). The caller passes the *generated* tokens only, as the API
+    counts them. Padding (mask 0) does not count.
+
+    Check both first (`check("presence_penalty", ...)`, `check("frequency_penalty", ...)`): the API allows
+    [-2, 2], and negative values encourage repetition.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `presence_frequency_penalty` in milestones/06/processors.py (see milestones/06/README.md)')

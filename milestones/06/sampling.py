@@ -1,0 +1,260 @@
+"""Milestone 06: generating text with a GPT, greedy or sampled, token for token as Hugging Face's `generate`.
+
+    python milestones/06/sampling.py generate runs/05/cpu-shakespeare/last.pt --prompt "ROMEO:" --top-p 0.9
+    python milestones/06/sampling.py generate runs/02/cpu-small/best.pt --prompt "ROMEO:" --greedy
+    python milestones/06/sampling.py results        # the results page in milestones/06/results/
+
+`generate` is the loop every language model runs at inference time: feed the tokens so far, take the logits
+of the last position, turn them into a choice, append it, repeat. Without a cache (milestone 07 adds one),
+each step runs the whole context again. The choice goes through `process_logits`, Hugging Face's order:
+
+    repetition penalty -> presence/frequency penalties -> temperature -> top-k -> top-p -> softmax -> draw
+
+Penalties apply in greedy decoding too; temperature, top-k and top-p only when sampling (`do_sample=True`).
+The random draw is given code (`draw`): it calls `torch.multinomial` exactly as Hugging Face does, so the
+seeded tests compare your choices of tokens, never your choice of random function.
+
+Shapes in the comments: B batch, T tokens so far, V vocabulary.
+
+    task06_1  generate (greedy; the loop, the context crop, end-of-text)
+    task06_4  process_logits, sample_next_token (the sampler)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from llmfs.loader import dependency
+
+if __package__:  # imported as part of the milestone (the tests do this)
+    from .processors import (apply_temperature, check, presence_frequency_penalty, repetition_penalty,
+                             top_k_filter, top_p_filter)
+else:  # run as a script: python milestones/06/sampling.py
+    from processors import (apply_temperature, check, presence_frequency_penalty, repetition_penalty, top_k_filter,
+                            top_p_filter)
+
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """How to choose each next token. The defaults change nothing: greedy decoding on the raw logits.
+
+    Creating one checks every setting (`processors.check`), so bad input fails before any work is done:
+    temperature only matters, and is only checked, when sampling.
+    """
+
+    do_sample: bool = False  # False: the most likely token (greedy); True: a random draw
+    temperature: float = 1.0
+    top_k: int | None = None  # None: off
+    top_p: float = 1.0  # 1: off
+    min_tokens_to_keep: int = 1  # top-k and top-p never keep fewer
+    repetition_penalty: float = 1.0  # 1: off
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.do_sample:
+            check("temperature", self.temperature)
+        if self.top_k is not None:
+            check("top_k", self.top_k)
+        for name in ("top_p", "min_tokens_to_keep", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            check(name, getattr(self, name))
+
+    @property
+    def changes_logits(self) -> bool:
+        """False when process_logits would return the logits as they are (no penalty, and no warper when sampling)."""
+        penalized = self.repetition_penalty != 1 or self.presence_penalty != 0 or self.frequency_penalty != 0
+        warped = self.do_sample and (self.temperature != 1 or self.top_k is not None or self.top_p < 1)
+        return penalized or warped
+
+
+def draw(probs: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+    """One token id per row of probs (B, V) -> (B,), with torch.multinomial (given code).
+
+    generator None: torch's global random state, one call for the whole batch, exactly as Hugging Face's
+    generate draws; so after torch.manual_seed(s) both pick the same tokens from the same probabilities.
+    One torch.Generator: the same call, drawing from it. A list of B generators: row b draws from generator b,
+    so a row's tokens do not depend on what else is in the batch (milestone 07 batches prompts).
+    """
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(1)
+    if len(generator) != probs.size(0):
+        raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {probs.size(0)} rows; "
+                         "pass one per row, a single torch.Generator, or None")
+    return torch.cat([torch.multinomial(row, num_samples=1, generator=g) for row, g in zip(probs, generator)])
+
+
+@contextlib.contextmanager
+def last_position_only(model: nn.Module) -> Iterator[None]:
+    """Within this block, `model(idx)` computes the logits of the last position only: (B, 1, V) (given code).
+
+    Generation needs just those, and the final projection is costly: for GPT-2 small it is 2 x 768 x 50,257
+    flops per position, about 40% of the whole forward pass. A forward pre-hook hands `model.lm_head` the last
+    position of its input; Hugging Face's generate does the same with `logits_to_keep=1`.
+    """
+    head = getattr(model, "lm_head", None)
+    if not isinstance(head, nn.Module):
+        yield  # a model without an lm_head module: it computes every position
+        return
+    handle = head.register_forward_pre_hook(lambda _module, args: (args[0][:, -1:, :], *args[1:]))
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+# ----------------------------------------------------------------------------------------------------
+# task06_1: the generation loop
+
+
+@torch.no_grad()
+def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sample: bool = False,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float = 1.0, min_tokens_to_keep: int = 1,
+             repetition_penalty: float = 1.0, presence_penalty: float = 0.0, frequency_penalty: float = 0.0,
+             eos_token_id: int | None = None, pad_token_id: int | None = None,
+             generator: Generators = None) -> torch.Tensor:
+    """Continue each row of idx (B, T) by up to max_new_tokens tokens; returns (B, T + n) with n <= max_new_tokens.
+
+    `model(ids)` returns (logits, loss) as the GPTs of milestones 02 and 05 do, and `model.config.block_size` is
+    the longest context it takes. The settings are SamplingConfig's; `generator` is `draw`'s.
+
+    1. Check the input: idx must be a 2-D tensor of int64 ids with at least one token per row (ValueError
+       naming `idx` otherwise: an empty prompt has no last token to continue) and max_new_tokens an int >= 0
+       (ValueError naming `max_new_tokens`). Then build the SamplingConfig, which checks the rest.
+    2. Each step: crop the context to the last block_size tokens; take the logits of its last position as
+       float32 (B, V), computed inside `with last_position_only(model):`; if `config.changes_logits`, pass
+       them through `process_logits` (with the prompt's length and the mask of real tokens); then pick
+       `sample_next_token` when sampling, else the argmax (greedy). Append the picks.
+    3. End of text: once a row has produced `eos_token_id`, every later token of that row is `pad_token_id`
+       (by default the eos id itself) and is masked as padding. Stop early when every row has finished.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `generate` in milestones/06/sampling.py (see milestones/06/README.md)')
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dim()}-D tensor of {value.dtype} with shape {tuple(value.shape)}"
+    return f"a {type(value).__name__}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# task06_4: the sampler
+
+
+def process_logits(logits: torch.Tensor, tokens: torch.Tensor, prompt_length: int, config: SamplingConfig,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """The processors of `config`, in Hugging Face's order, on logits (B, V) for sequences tokens (B, T):
+
+    1. repetition penalty over all of `tokens` (prompt and generated);
+    2. presence and frequency penalties over the generated tokens only, tokens[:, prompt_length:];
+    3. only when sampling: temperature, then top-k, then top-p (with config.min_tokens_to_keep).
+
+    Skip a processor whose setting is off (penalty 1 or 0, temperature 1, top_k None, top_p 1). `mask` (B, T)
+    marks real tokens (1) and padding (0) and goes to the penalties. The order matters: temperature changes
+    which tokens top-p keeps, so it must come first.
+    """
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `process_logits` in milestones/06/sampling.py (see milestones/06/README.md)')
+
+
+def sample_next_token(logits: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+    """One random token per row from processed logits (B, V) -> (B,): the softmax over the vocabulary (a token
+    at -inf gets probability exactly 0), then `draw` with the generator(s) as given."""
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 06: write `sample_next_token` in milestones/06/sampling.py (see milestones/06/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# The command line (given code): a checkpoint of milestone 02 (characters) or 05 (GPT-2 tokens)
+
+
+@dataclass
+class LoadedModel:
+    """A trained model with its tokenizer: what the command line and the results page need."""
+
+    model: nn.Module
+    encode: object  # str -> list[int]
+    decode: object  # list[int] -> str
+    eos_token_id: int | None
+    name: str
+
+
+def load_generator(checkpoint: Path) -> LoadedModel:
+    """A checkpoint of milestone 02 (`train.py train`: best.pt or last.pt, characters) or 05 (last.pt, GPT-2's
+    tokens), in eval mode, with its tokenizer."""
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"no checkpoint at {checkpoint}: train one first, e.g. "
+                                "python milestones/05/train.py train --preset cpu-shakespeare")
+    saved = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    if "chars" in saved:  # milestone 02's character GPT
+        model, tokenizer = dependency("02", "train").load_model(checkpoint)
+        return LoadedModel(model, tokenizer.encode, tokenizer.decode, None, "02 character GPT")
+    from llmfs.data.gpt2_tokenizers import ENDOFTEXT, gpt2_tiktoken
+
+    m05 = dependency("05", "train")
+    model = dependency("05", "gpt2").GPT(m05.TrainConfig(**saved["config"]).model_config())
+    model.load_state_dict(saved["model"])
+    encoding = gpt2_tiktoken()
+    return LoadedModel(model.eval(), encoding.encode_ordinary, encoding.decode,
+                       encoding.encode_single_token(ENDOFTEXT), "05 GPT-2")
+
+
+def complete(gen: LoadedModel, prompt: str, max_new_tokens: int, seed: int = 0, **settings) -> str:
+    """The prompt's continuation, as text (a seeded draw when sampling)."""
+    ids = gen.encode(prompt)
+    if not ids:
+        raise ValueError("prompt is empty: give at least one character (--prompt)")
+    out = generate(gen.model, torch.tensor([ids]), max_new_tokens, eos_token_id=gen.eos_token_id,
+                   generator=torch.Generator().manual_seed(seed), **settings)
+    return gen.decode(out[0, len(ids):].tolist())
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Generate text with a trained GPT (milestone 06).")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("generate", help="continue a prompt with a checkpoint of milestone 02 or 05")
+    run.add_argument("checkpoint", type=Path)
+    run.add_argument("--prompt", default="\n")
+    run.add_argument("--max-new-tokens", type=int, default=200)
+    run.add_argument("--greedy", action="store_true", help="the most likely token each step (default: sample)")
+    run.add_argument("--temperature", type=float, default=1.0)
+    run.add_argument("--top-k", type=int, default=None)
+    run.add_argument("--top-p", type=float, default=1.0)
+    run.add_argument("--repetition-penalty", type=float, default=1.0)
+    run.add_argument("--presence-penalty", type=float, default=0.0)
+    run.add_argument("--frequency-penalty", type=float, default=0.0)
+    run.add_argument("--seed", type=int, default=0)
+    page = commands.add_parser("results", help="rebuild the results page (milestones/06/results)")
+    page.add_argument("--checkpoint", type=Path, default=None,
+                      help="a 05 checkpoint (default: train the cpu-shakespeare preset into runs/05 if it is missing)")
+    page.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    args = parser.parse_args(argv)
+    if args.command == "results":
+        if __package__:
+            from .results import write_results
+        else:
+            from results import write_results
+        write_results(args.checkpoint, args.out)
+        return
+    try:
+        text = complete(load_generator(args.checkpoint), args.prompt, args.max_new_tokens, args.seed,
+                        do_sample=not args.greedy, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                        repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                        frequency_penalty=args.frequency_penalty)
+    except (ValueError, FileNotFoundError) as e:
+        parser.error(str(e))
+    print(args.prompt + text)
+
+
+if __name__ == "__main__":
+    main()
