@@ -87,5 +87,5 @@ def test_sampling_is_seeded_and_never_draws_a_filtered_token(sampling):
     assert torch.equal(first, again)
     top2 = model.table.weight.topk(2, dim=-1).indices
     for row in first.tolist():
-        for prev, nxt in zip(row, row[1:]):
+        for prev, nxt in zip(row, row[1:], strict=False):
             assert nxt in top2[prev].tolist(), f"token {nxt} after {prev} is not among the top 2"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 from pathlib import Path
 
 import torch
@@ -102,9 +103,11 @@ def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharey=True)
-    for ax, (label, row) in zip(axes.flat, distributions.items()):
+    model = next(iter(distributions.values()))["probs"]
+    for ax, (label, row) in zip(axes.flat, distributions.items(), strict=True):
         names = [repr(t)[1:-1] for t in row["tokens"]]
-        ax.bar(range(len(names)), row["probs"], color="tab:blue")
+        ax.bar(range(len(names)), model, color="none", edgecolor="gray", linestyle="--", label="T = 1")
+        ax.bar(range(len(names)), row["probs"], color="tab:blue", alpha=0.8, label=label)
         ax.set_xticks(range(len(names)), names, rotation=70, fontsize=8)
         ax.set_title(f"{label}: {row['support']:,} tokens possible", fontsize=10)
     axes[0, 0].set_ylabel("probability of the next token")
@@ -119,8 +122,8 @@ def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) 
     ax.bar([i + 0.2 for i in x], [penalties[k]["repeated-3"] for k in labels], 0.4,
            label="repeated 3-grams (higher: loops)")
     ax.set_xticks(x, labels, rotation=20, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.2)
+    ax.legend(fontsize=8, ncol=2, loc="upper center")
     ax.set_title(f"Repetition in {NEW_TOKENS} generated tokens, mean over {len(PROMPTS)} prompts", fontsize=11)
     save_figure(fig, paths[1])
     return paths
@@ -131,7 +134,7 @@ def table(distributions: dict[str, dict], penalties: dict[str, dict], name: str)
     lines = [f"Model: {name}. Prompt for the distributions: `{PROMPT!r}`.", "",
              "| setting | tokens possible | top-3 next tokens (probability) |", "|---|---|---|"]
     for label, row in distributions.items():
-        top = ", ".join(f"`{t!r}` {p:.3f}" for t, p in zip(row["tokens"][:3], row["probs"][:3]))
+        top = ", ".join(f"`{t!r}` {p:.3f}" for t, p in zip(row["tokens"][:3], row["probs"][:3], strict=True))
         lines.append(f"| {label} | {row['support']:,} | {top} |")
     lines += ["", f"Repetition in {NEW_TOKENS} new tokens, mean over {len(PROMPTS)} prompts:", "",
               "| setting | distinct-1 | distinct-2 | repeated 3-grams |", "|---|---|---|---|"]
@@ -139,14 +142,16 @@ def table(distributions: dict[str, dict], penalties: dict[str, dict], name: str)
         lines.append(f"| {label} | {row['distinct-1']:.3f} | {row['distinct-2']:.3f} | {row['repeated-3']:.3f} |")
     lines += ["", f"Samples from the prompt `{PROMPTS[0]!r}` (first {NEW_TOKENS} tokens):", ""]
     labels = list(penalties)
-    for left, right in zip(labels[::2], labels[1::2]):
+    for left, right in zip(labels[::2], labels[1::2], strict=True):
         lines += [f"| {left} | {right} |", "|---|---|",
                   f"| {_cell(penalties[left]['text'])} | {_cell(penalties[right]['text'])} |", ""]
     return "\n".join(lines)
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>")
+    """A sample inside a table cell: line breaks shown as ⏎, a run of them counted (⏎×37)."""
+    text = re.sub(r"\n{2,}", lambda m: f" ⏎×{len(m.group())} ", text.replace("|", "\\|"))
+    return text.replace("\n", " ⏎ ")
 
 
 def write_results(checkpoint: Path | None, out: Path) -> dict:

@@ -34,11 +34,23 @@ import torch.nn as nn
 from llmfs.loader import dependency
 
 if __package__:  # imported as part of the milestone (the tests do this)
-    from .processors import (apply_temperature, check, presence_frequency_penalty, repetition_penalty,
-                             top_k_filter, top_p_filter)
+    from .processors import (
+        apply_temperature,
+        check,
+        presence_frequency_penalty,
+        repetition_penalty,
+        top_k_filter,
+        top_p_filter,
+    )
 else:  # run as a script: python milestones/06/sampling.py
-    from processors import (apply_temperature, check, presence_frequency_penalty, repetition_penalty, top_k_filter,
-                            top_p_filter)
+    from processors import (
+        apply_temperature,
+        check,
+        presence_frequency_penalty,
+        repetition_penalty,
+        top_k_filter,
+        top_p_filter,
+    )
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -89,7 +101,8 @@ def draw(probs: torch.Tensor, generator: Generators = None) -> torch.Tensor:
     if len(generator) != probs.size(0):
         raise ValueError(f"generator: got a list of {len(generator)} generators for a batch of {probs.size(0)} rows; "
                          "pass one per row, a single torch.Generator, or None")
-    return torch.cat([torch.multinomial(row, num_samples=1, generator=g) for row, g in zip(probs, generator)])
+    rows = zip(probs, generator, strict=True)
+    return torch.cat([torch.multinomial(row, num_samples=1, generator=g) for row, g in rows])
 
 
 @contextlib.contextmanager
@@ -249,8 +262,12 @@ def load_generator(checkpoint: Path) -> LoadedModel:
     model = dependency("05", "gpt2").GPT(m05.TrainConfig(**saved["config"]).model_config())
     model.load_state_dict(saved["model"])
     encoding = gpt2_tiktoken()
-    return LoadedModel(model.eval(), encoding.encode_ordinary, encoding.decode,
-                       encoding.encode_single_token(ENDOFTEXT), "05 GPT-2")
+
+    def decode(ids: list[int]) -> str:  # 05 pads the vocabulary to 50,304: the ids past GPT-2's 50,257 are no text
+        return encoding.decode([i for i in ids if i < encoding.n_vocab])
+
+    return LoadedModel(model.eval(), encoding.encode_ordinary, decode, encoding.encode_single_token(ENDOFTEXT),
+                       "05 GPT-2")
 
 
 def complete(gen: LoadedModel, prompt: str, max_new_tokens: int, seed: int = 0, **settings) -> str:
@@ -281,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     page = commands.add_parser("results", help="rebuild the results page (milestones/06/results)")
     page.add_argument("--checkpoint", type=Path, default=None,
                       help="a 05 checkpoint (default: train the cpu-shakespeare preset into runs/05 if it is missing)")
-    page.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
+    page.add_argument("--out", type=Path, default=Path("milestones/06/results"), help="(default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "results":
         if __package__:

@@ -9,8 +9,13 @@ learner's output matches ("drops the token that crosses p", "temperature after t
 from __future__ import annotations
 
 import torch
-from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
-                          TopKLogitsWarper, TopPLogitsWarper)
+from transformers import (
+    LogitsProcessorList,
+    RepetitionPenaltyLogitsProcessor,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
 
 BOUNDARY_TOLERANCE = 1e-5  # float32 cumulative sums over 50,257 tokens agree with float64 to ~1e-6
 

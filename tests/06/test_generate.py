@@ -97,16 +97,16 @@ def test_greedy_crops_the_context_to_the_block_size(sampling):
     HF's logits on the same window"""
     hf, ours = twins((2, 2, 32, 16, 97), seed=4)
     idx = prompts(2, 10, 97, 4)
-    expected = idx
-    with torch.no_grad():
-        for _ in range(40):
-            logits = hf(expected[:, -16:]).logits[:, -1, :]
-            expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
     try:
         out = sampling.generate(ours, idx, 40)
     except ValueError as e:
         pytest.fail(f"generate raised ValueError past block_size ({e}): crop the context to its last block_size "
                     "tokens", pytrace=False)
+    expected = idx
+    with torch.no_grad():
+        for _ in range(40):
+            logits = hf(expected[:, -16:]).logits[:, -1, :]
+            expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
     assert_same_tokens(out, expected, 10, "greedy generate past block_size")
 
 
@@ -117,6 +117,7 @@ def test_each_row_stops_at_end_of_text_and_is_padded_after(sampling):
     ended, as in HF's generate; rows end at different steps"""
     hf, ours = twins(seed=5)
     idx = prompts(4, 3, 97, 5)
+    sampling.generate(ours, idx, 1, eos_token_id=1)  # a stub fails here
     free = hf_generate(hf, idx, 20, eos=None, do_sample=False)
     eos = int(free[0, 3 + 4])  # a token row 0 produces at step 4: rows end at different steps, or not at all
     expected = hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=20, do_sample=False,
@@ -138,7 +139,8 @@ def test_generate_rejects_bad_input_naming_the_argument(sampling):
     _, ours = twins()
     idx = prompts(2, 4, 97)
     assert torch.equal(sampling.generate(ours, idx, 0), idx), "max_new_tokens=0 returns the prompt unchanged"
-    bad = [({"do_sample": True, "temperature": 0.0}, "temperature"), ({"do_sample": True, "temperature": -1}, "temperature"),
+    bad = [({"do_sample": True, "temperature": 0.0}, "temperature"),
+           ({"do_sample": True, "temperature": -1}, "temperature"),
            ({"top_p": 1.5}, "top_p"), ({"top_p": 0.0}, "top_p"), ({"top_k": 0}, "top_k"),
            ({"repetition_penalty": -1.0}, "repetition_penalty"), ({"max_new_tokens": -1}, "max_new_tokens")]
     for settings, name in bad:
@@ -155,26 +157,24 @@ def test_generate_rejects_bad_input_naming_the_argument(sampling):
 @pytest.mark.benchmark
 @pytest.mark.slow
 @pytest.mark.points(3)
-def test_uncached_generation_is_as_fast_as_hugging_face(sampling, leaderboard):
+def test_uncached_generation_is_as_fast_as_hugging_face(sampling, benchmark, leaderboard):
     """GPT-2 124M, 128 new tokens from a 1-token prompt, no KV cache: at least 0.9x the tokens/s of
     GPT2LMHeadModel.generate(use_cache=False) (which computes the last position's logits only); best of up to 2
     interleaved runs each, one thread"""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    config = gpt2.GPTConfig()
     idx = torch.tensor([[464]])
+    sampling.generate(twins()[1], torch.tensor([[5]]), 1)  # a stub fails here, before the 124M models are built
     torch.manual_seed(0)
-    ours = gpt2.GPT(config).eval()
-    sampling.generate(ours, idx, 1)  # a stub fails here, before the 124M twin is built
+    ours = gpt2.GPT(gpt2.GPTConfig()).eval()
     hf = GPT2LMHeadModel(GPT2Config(bos_token_id=None, eos_token_id=None)).eval()
     hf_ref.load_into(ours, hf)
     runs = {"ours": lambda: sampling.generate(ours, idx, 128),
             "hf": lambda: hf.generate(idx, attention_mask=torch.ones_like(idx), max_new_tokens=128, do_sample=False,
                                       use_cache=False, pad_token_id=0)}
     best, outputs = {"ours": float("inf"), "hf": float("inf")}, {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one core each: a second busy process on the machine then slows neither run
-    try:
+
+    def rounds() -> None:
         for attempt in range(2):
             for name in ("ours", "hf") if attempt == 0 else ("hf", "ours"):
                 start = time.perf_counter()
@@ -182,8 +182,15 @@ def test_uncached_generation_is_as_fast_as_hugging_face(sampling, leaderboard):
                 best[name] = min(best[name], time.perf_counter() - start)
             if best["hf"] / best["ours"] >= 1.1 * LIMITS["generation_speed_ratio_min"]:
                 break  # clearly fast enough: the second round (noise only ever adds time) is not needed
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: no run waits on a second thread that a busy machine has descheduled
+    try:
+        benchmark.pedantic(rounds, rounds=1, iterations=1)
     finally:
         torch.set_num_threads(threads)
+    benchmark.extra_info.update({"ours_tokens_per_s": 128 / best["ours"], "hf_tokens_per_s": 128 / best["hf"],
+                                 "ratio": best["hf"] / best["ours"]})
     assert_same_tokens(outputs["ours"], outputs["hf"], 1, "greedy generate with GPT-2 124M")
     ratio = best["hf"] / best["ours"]
     leaderboard("uncached generation tokens/s / HF's (124M)", ratio, order="desc")
@@ -212,9 +219,9 @@ def test_seeded_sampling_equals_hugging_face_generate(sampling, settings):
     hf, ours = twins(seed=6)
     idx = prompts(3, 4, 97, 6)
     for seed in (0, 1):
-        expected = hf_generate(hf, idx, 40, seed=seed, do_sample=True, **settings)
         torch.manual_seed(seed)
         out = sampling.generate(ours, idx, 40, do_sample=True, eos_token_id=EOS, pad_token_id=EOS, **settings)
+        expected = hf_generate(hf, idx, 40, seed=seed, do_sample=True, **settings)
         assert_same_tokens(out, expected, 4, f"seeded generate(do_sample=True, {settings}), seed {seed}")
 
 
@@ -244,6 +251,7 @@ def test_greedy_with_presence_and_frequency_penalties_equals_a_loop(sampling):
     over the tokens generated so far (not the prompt)"""
     hf, ours = twins(seed=8)
     idx = prompts(2, 6, 97, 8)
+    out = sampling.generate(ours, idx, 30, presence_penalty=0.6, frequency_penalty=0.4)
     expected = idx
     with torch.no_grad():
         for _ in range(30):
@@ -251,5 +259,4 @@ def test_greedy_with_presence_and_frequency_penalties_equals_a_loop(sampling):
             counts = ref.counts_by_loop(expected[:, 6:], 97)
             logits = ref.openai_penalties(logits, counts, 0.6, 0.4)
             expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
-    out = sampling.generate(ours, idx, 30, presence_penalty=0.6, frequency_penalty=0.4)
     assert_same_tokens(out, expected, 6, "greedy generate with presence 0.6 and frequency 0.4")

@@ -1,7 +1,8 @@
-"""A learner's model wrong in one place fails a hidden test whose message names the part that diverges.
+"""A learner's code wrong in one place fails a hidden test whose message names the mistake.
 
 Each mutant is the reference solution with one line changed, graded by the hidden tests of its task; the
-failure message must point at the right module (the hooks in tests/05/hf_reference.py compare every block).
+failure message must point at the right module (05: the hooks in tests/05/hf_reference.py compare every block)
+or name the mistake (06: the realistic sampling mistakes of tests/06/hf_processors.py).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 
 import pytest
 
-MUTANTS = [  # (description, original line fragment, replacement, test selection, expected words in the message)
+GPT2 = [  # (description, original line fragment, replacement, test selection, expected words in the message)
     ("attention scale sqrt(C)", "/ math.sqrt(k.size(-1))", "/ math.sqrt(C)", "small_models", "block 0: the attention"),
     ("GELU without tanh", 'F.gelu(self.c_fc(x), approximate="tanh")', "F.gelu(self.c_fc(x))", "small_models",
      "block 0: the MLP"),
@@ -25,18 +26,56 @@ MUTANTS = [  # (description, original line fragment, replacement, test selection
     ("Conv1D weights not transposed", "value.t() if key.endswith(TRANSPOSED) else value", "value", "from_hf_loads",
      "wrong shape"),
 ]
+TEMPERATURE = ("        if config.temperature != 1:\n"
+               "            logits = apply_temperature(logits, config.temperature)\n")
+FILTERS = ("        if config.top_k is not None:\n"
+           "            logits = top_k_filter(logits, config.top_k, config.min_tokens_to_keep)\n"
+           "        if config.top_p < 1:\n"
+           "            logits = top_p_filter(logits, config.top_p, config.min_tokens_to_keep)\n")
+TEMPERATURE_FIRST, TEMPERATURE_LAST = TEMPERATURE + FILTERS, FILTERS + TEMPERATURE
+SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
+    ("processors", "top-p drops the crossing token", "remove_sorted = mass_before >= top_p",
+     "remove_sorted = mass_before + probs >= top_p", "top_p_equals", "drops the token whose probability crosses"),
+    ("processors", "top-p keeps the crossing token only when below p", "remove_sorted = mass_before >= top_p",
+     "remove_sorted = mass_before + probs > top_p", "exactly_representable", "the token that crosses (or reaches)"),
+    ("processors", "top-k without ties", "return logits.masked_fill(logits < kth_largest, float(\"-inf\"))",
+     "return logits.masked_fill(~torch.zeros_like(logits, dtype=torch.bool).scatter(-1, "
+     "torch.topk(logits, k).indices, True), float(\"-inf\"))", "tied_with_the_kth", "with ties"),
+    ("processors", "penalties count padding", "counts.scatter_add_(1, tokens, mask.to(torch.float32))",
+     "counts.scatter_add_(1, tokens, torch.ones_like(tokens, dtype=torch.float32))", "padding_never_counts",
+     "counted padded positions"),
+    ("processors", "repetition penalty divides negative logits",
+     "torch.where(logits < 0, logits * penalty, logits / penalty)", "logits / penalty",
+     "repetition_penalty_equals", "wrong on negative logits"),
+    ("processors", "temperature multiplies", "return logits / temperature", "return logits * temperature",
+     "temperature_divides", "divide, do not multiply"),
+    ("sampling", "temperature after top-p", TEMPERATURE_FIRST, TEMPERATURE_LAST, "process_logits_equals",
+     "temperature after top-k and top-p"),
+    ("sampling", "presence/frequency count the prompt", "tokens[:, prompt_length:], config.presence_penalty",
+     "tokens, config.presence_penalty", "greedy_penalizes", "counted the prompt"),
+    ("sampling", "no context crop", "model(idx[:, -block_size:])", "model(idx)", "crops_the_context",
+     "crop the context"),
+    ("sampling", "no padding after end of text", "next_token = next_token.masked_fill(finished, pad_token_id)",
+     "next_token = next_token", "end_of_text", "pad_token_id=96: new token"),
+    ("sampling", "argmax instead of a draw", "return draw(logits.softmax(dim=-1), generator)",
+     "return logits.argmax(dim=-1)", "draws_from", "do not follow the processed distribution"),
+]
+MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("what,original,mutated,selection,expected", MUTANTS, ids=[m[0] for m in MUTANTS])
-def test_a_single_mistake_fails_with_a_message_naming_the_part(course, tmp_path, what, original, mutated, selection,
-                                                               expected):
+@pytest.mark.parametrize("milestone,module,what,original,mutated,selection,expected", MUTANTS,
+                         ids=[f"{m[0]} {m[2]}" for m in MUTANTS])
+def test_a_single_mistake_fails_with_a_message_naming_the_part(course, tmp_path, milestone, module, what, original,
+                                                               mutated, selection, expected):
     root = tmp_path / "root"
-    shutil.copytree(course.solutions / "05", root / "05", ignore=shutil.ignore_patterns("__pycache__"))
-    source = (root / "05" / "gpt2.py").read_text()
-    assert source.count(original) == 1, f"the mutant's anchor for {what!r} is not in solutions/05/gpt2.py"
-    (root / "05" / "gpt2.py").write_text(source.replace(original, mutated))
-    proc = subprocess.run([sys.executable, "-m", "pytest", "tests/05", "-k", selection, "--impl-root", str(root),
-                           "-p", "no:randomly", "-q"], cwd=course.root, capture_output=True, text=True, timeout=300)
+    shutil.copytree(course.solutions / milestone, root / milestone, ignore=shutil.ignore_patterns("__pycache__"))
+    path = root / milestone / f"{module}.py"
+    source = path.read_text()
+    assert source.count(original) == 1, f"the mutant's anchor for {what!r} is not in solutions/{milestone}/{module}.py"
+    path.write_text(source.replace(original, mutated))
+    proc = subprocess.run([sys.executable, "-m", "pytest", f"tests/{milestone}", "-k", selection, "--impl-root",
+                           str(root), "-p", "no:randomly", "-q"], cwd=course.root, capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert expected in proc.stdout, proc.stdout[-3000:]
