@@ -34,23 +34,9 @@ import torch.nn as nn
 from llmfs.loader import dependency
 
 if __package__:  # imported as part of the milestone (the tests do this)
-    from .processors import (
-        apply_temperature,
-        check,
-        presence_frequency_penalty,
-        repetition_penalty,
-        top_k_filter,
-        top_p_filter,
-    )
+    from . import processors
 else:  # run as a script: python milestones/06/sampling.py
-    from processors import (
-        apply_temperature,
-        check,
-        presence_frequency_penalty,
-        repetition_penalty,
-        top_k_filter,
-        top_p_filter,
-    )
+    import processors
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -74,11 +60,11 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.do_sample:
-            check("temperature", self.temperature)
+            processors.check("temperature", self.temperature)
         if self.top_k is not None:
-            check("top_k", self.top_k)
+            processors.check("top_k", self.top_k)
         for name in ("top_p", "min_tokens_to_keep", "repetition_penalty", "presence_penalty", "frequency_penalty"):
-            check(name, getattr(self, name))
+            processors.check(name, getattr(self, name))
 
     @property
     def changes_logits(self) -> bool:

@@ -34,23 +34,9 @@ import torch.nn as nn
 from llmfs.loader import dependency
 
 if __package__:  # imported as part of the milestone (the tests do this)
-    from .processors import (
-        apply_temperature,
-        check,
-        presence_frequency_penalty,
-        repetition_penalty,
-        top_k_filter,
-        top_p_filter,
-    )
+    from . import processors
 else:  # run as a script: python milestones/06/sampling.py
-    from processors import (
-        apply_temperature,
-        check,
-        presence_frequency_penalty,
-        repetition_penalty,
-        top_k_filter,
-        top_p_filter,
-    )
+    import processors
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 
@@ -74,11 +60,11 @@ class SamplingConfig:
 
     def __post_init__(self) -> None:
         if self.do_sample:
-            check("temperature", self.temperature)
+            processors.check("temperature", self.temperature)
         if self.top_k is not None:
-            check("top_k", self.top_k)
+            processors.check("top_k", self.top_k)
         for name in ("top_p", "min_tokens_to_keep", "repetition_penalty", "presence_penalty", "frequency_penalty"):
-            check(name, getattr(self, name))
+            processors.check(name, getattr(self, name))
 
     @property
     def changes_logits(self) -> bool:
@@ -206,18 +192,18 @@ def process_logits(logits: torch.Tensor, tokens: torch.Tensor, prompt_length: in
     """
     ### BEGIN SOLUTION
     if config.repetition_penalty != 1:
-        logits = repetition_penalty(logits, tokens, config.repetition_penalty, mask)
+        logits = processors.repetition_penalty(logits, tokens, config.repetition_penalty, mask)
     if config.presence_penalty != 0 or config.frequency_penalty != 0:
         generated_mask = None if mask is None else mask[:, prompt_length:]
-        logits = presence_frequency_penalty(logits, tokens[:, prompt_length:], config.presence_penalty,
+        logits = processors.presence_frequency_penalty(logits, tokens[:, prompt_length:], config.presence_penalty,
                                             config.frequency_penalty, generated_mask)
     if config.do_sample:
         if config.temperature != 1:
-            logits = apply_temperature(logits, config.temperature)
+            logits = processors.apply_temperature(logits, config.temperature)
         if config.top_k is not None:
-            logits = top_k_filter(logits, config.top_k, config.min_tokens_to_keep)
+            logits = processors.top_k_filter(logits, config.top_k, config.min_tokens_to_keep)
         if config.top_p < 1:
-            logits = top_p_filter(logits, config.top_p, config.min_tokens_to_keep)
+            logits = processors.top_p_filter(logits, config.top_p, config.min_tokens_to_keep)
     return logits
     ### END SOLUTION
 

@@ -27,11 +27,11 @@ GPT2 = [  # (description, original line fragment, replacement, test selection, e
      "wrong shape"),
 ]
 TEMPERATURE = ("        if config.temperature != 1:\n"
-               "            logits = apply_temperature(logits, config.temperature)\n")
+               "            logits = processors.apply_temperature(logits, config.temperature)\n")
 FILTERS = ("        if config.top_k is not None:\n"
-           "            logits = top_k_filter(logits, config.top_k, config.min_tokens_to_keep)\n"
+           "            logits = processors.top_k_filter(logits, config.top_k, config.min_tokens_to_keep)\n"
            "        if config.top_p < 1:\n"
-           "            logits = top_p_filter(logits, config.top_p, config.min_tokens_to_keep)\n")
+           "            logits = processors.top_p_filter(logits, config.top_p, config.min_tokens_to_keep)\n")
 TEMPERATURE_FIRST, TEMPERATURE_LAST = TEMPERATURE + FILTERS, FILTERS + TEMPERATURE
 SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
     ("processors", "top-p drops the crossing token", "remove_sorted = mass_before >= top_p",
