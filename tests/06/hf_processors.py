@@ -81,9 +81,13 @@ def describe_mask_difference(name: str, ours: torch.Tensor, expected: torch.Tens
     row = int(differ.any(dim=-1).nonzero()[0])
     extra = (ours[row] & ~expected[row]).nonzero().flatten().tolist()[:5]
     missing = (expected[row] & ~ours[row]).nonzero().flatten().tolist()[:5]
-    return (f"{name}: row {row} keeps {int(ours[row].sum())} tokens where Hugging Face keeps "
-            f"{int(expected[row].sum())} (kept but should be -inf: ids {extra}; set to -inf but should be kept: "
-            f"ids {missing})")
+    return (f"{name}: row {row} keeps {_tokens(ours[row])} where Hugging Face keeps {_tokens(expected[row])} "
+            f"(kept but should be -inf: ids {extra}; set to -inf but should be kept: ids {missing})")
+
+
+def _tokens(kept: torch.Tensor) -> str:
+    n = int(kept.sum())
+    return f"{n} token" if n == 1 else f"{n} tokens"
 
 
 def counts_by_loop(tokens: torch.Tensor, vocab_size: int, mask: torch.Tensor | None = None) -> torch.Tensor:

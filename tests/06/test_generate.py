@@ -129,6 +129,11 @@ def test_each_row_stops_at_end_of_text_and_is_padded_after(sampling):
     default_pad = sampling.generate(ours, idx, 20, eos_token_id=eos)
     assert torch.equal(default_pad, torch.where(expected == 96, eos, expected)), \
         "without pad_token_id, a finished row is padded with the end-of-text id itself"
+    alone = hf.generate(idx[:1], attention_mask=torch.ones_like(idx[:1]), max_new_tokens=20, do_sample=False,
+                        eos_token_id=eos, pad_token_id=96)
+    assert alone.shape[1] < 3 + 20  # the reference stops once its only row has ended
+    assert_same_tokens(sampling.generate(ours, idx[:1], 20, eos_token_id=eos, pad_token_id=96), alone, 3,
+                       f"greedy generate of one row with eos_token_id={eos} (stop once every row has ended)")
 
 
 @pytest.mark.task06_1

@@ -57,6 +57,10 @@ SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
      "crop the context"),
     ("sampling", "no padding after end of text", "next_token = next_token.masked_fill(finished, pad_token_id)",
      "next_token = next_token", "end_of_text", "pad_token_id=96: new token"),
+    ("sampling", "no early stop when every row has ended", "            if finished.all():\n                break\n",
+     "", "end_of_text", "stop once every row has ended"),
+    ("sampling", "the generator not passed on", "return draw(logits.softmax(dim=-1), generator)",
+     "return draw(logits.softmax(dim=-1))", "one_generator", "pass `generator` on to draw"),
     ("sampling", "argmax instead of a draw", "return draw(logits.softmax(dim=-1), generator)",
      "return logits.argmax(dim=-1)", "draws_from", "do not follow the processed distribution"),
 ]
