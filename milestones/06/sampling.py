@@ -128,8 +128,8 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sam
     1. Check the input: idx must be a 2-D tensor of int64 ids with at least one token per row (ValueError
        naming `idx` otherwise: an empty prompt has no last token to continue) and max_new_tokens an int >= 0
        (ValueError naming `max_new_tokens`). Then build the SamplingConfig, which checks the rest.
-    2. Each step: crop the context to the last block_size tokens; take the logits of its last position as
-       float32 (B, V), computed inside `with last_position_only(model):`; if `config.changes_logits`, pass
+    2. Inside `with last_position_only(model):`, each step: crop the context to the last block_size tokens;
+       take the logits of its last position as float32 (B, V); if `config.changes_logits`, pass
        them through `process_logits` (with the prompt's length and the mask of real tokens); then pick
        `sample_next_token` when sampling, else the argmax (greedy). Append the picks.
     3. End of text: once a row has produced `eos_token_id`, every later token of that row is `pad_token_id`

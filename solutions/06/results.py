@@ -117,7 +117,7 @@ def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) 
     save_figure(fig, paths[0])  # milestone 02's: atomic
     fig, ax = plt.subplots(figsize=(9, 4))
     labels = list(penalties)
-    x = torch.arange(len(labels)).tolist()
+    x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [penalties[k]["distinct-2"] for k in labels], 0.4, label="distinct-2 (higher: varied)")
     ax.bar([i + 0.2 for i in x], [penalties[k]["repeated-3"] for k in labels], 0.4,
            label="repeated 3-grams (higher: loops)")

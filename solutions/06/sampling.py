@@ -128,8 +128,8 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sam
     1. Check the input: idx must be a 2-D tensor of int64 ids with at least one token per row (ValueError
        naming `idx` otherwise: an empty prompt has no last token to continue) and max_new_tokens an int >= 0
        (ValueError naming `max_new_tokens`). Then build the SamplingConfig, which checks the rest.
-    2. Each step: crop the context to the last block_size tokens; take the logits of its last position as
-       float32 (B, V), computed inside `with last_position_only(model):`; if `config.changes_logits`, pass
+    2. Inside `with last_position_only(model):`, each step: crop the context to the last block_size tokens;
+       take the logits of its last position as float32 (B, V); if `config.changes_logits`, pass
        them through `process_logits` (with the prompt's length and the mask of real tokens); then pick
        `sample_next_token` when sampling, else the argmax (greedy). Append the picks.
     3. End of text: once a row has produced `eos_token_id`, every later token of that row is `pad_token_id`
@@ -150,20 +150,20 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sam
     prompt_length = idx.size(1)
     mask = torch.ones_like(idx, dtype=torch.bool)  # (B, T): False marks padding after end of text
     finished = torch.zeros(idx.size(0), dtype=torch.bool, device=idx.device)  # (B,)
-    for _ in range(max_new_tokens):
-        with last_position_only(model):
+    with last_position_only(model):
+        for _ in range(max_new_tokens):
             logits = model(idx[:, -block_size:])[0][:, -1, :].float()  # (B, V)
-        if config.changes_logits:
-            logits = process_logits(logits, idx, prompt_length, config, mask)
-        next_token = sample_next_token(logits, generator) if config.do_sample else logits.argmax(dim=-1)  # (B,)
-        if eos_token_id is not None:
-            next_token = next_token.masked_fill(finished, pad_token_id)
-        idx = torch.cat([idx, next_token[:, None]], dim=1)
-        mask = torch.cat([mask, ~finished[:, None]], dim=1)
-        if eos_token_id is not None:
-            finished |= next_token == eos_token_id
-            if finished.all():
-                break
+            if config.changes_logits:
+                logits = process_logits(logits, idx, prompt_length, config, mask)
+            next_token = sample_next_token(logits, generator) if config.do_sample else logits.argmax(dim=-1)  # (B,)
+            if eos_token_id is not None:
+                next_token = next_token.masked_fill(finished, pad_token_id)
+            idx = torch.cat([idx, next_token[:, None]], dim=1)
+            mask = torch.cat([mask, ~finished[:, None]], dim=1)
+            if eos_token_id is not None:
+                finished |= next_token == eos_token_id
+                if finished.all():
+                    break
     return idx
     ### END SOLUTION
 

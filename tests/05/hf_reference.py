@@ -50,6 +50,16 @@ def load_into(ours: nn.Module, hf: GPT2LMHeadModel) -> nn.Module:
     return ours
 
 
+def ours_for(gpt2, hf: GPT2LMHeadModel, **extra) -> nn.Module:
+    """A learner's (or the reference's) 05 GPT of `hf`'s shape holding its weights, in eval mode; `extra` goes to
+    GPTConfig (rope=True, flash=True)."""
+    c = hf.config
+    config = gpt2.GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
+                            n_embd=c.n_embd, **extra)
+    torch.manual_seed(0)
+    return load_into(gpt2.GPT(config), hf).eval()
+
+
 def _output(out):
     return out[0] if isinstance(out, tuple) else out
 

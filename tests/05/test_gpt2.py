@@ -30,14 +30,6 @@ SMALL = [  # (n_layer, n_head, n_embd, block_size, vocab_size)
 ]
 
 
-def ours_for(gpt2, hf, **extra):
-    c = hf.config
-    config = gpt2.GPTConfig(block_size=c.n_positions, vocab_size=c.vocab_size, n_layer=c.n_layer, n_head=c.n_head,
-                            n_embd=c.n_embd, **extra)
-    torch.manual_seed(0)
-    return hf_ref.load_into(gpt2.GPT(config), hf).eval()
-
-
 def assert_matches_hf(ours, hf, idx, targets=None):
     with torch.no_grad():
         logits, loss = ours(idx, targets)
@@ -60,7 +52,7 @@ def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
     """Random HF GPT-2s of several shapes, batch 3, every length from 1 to block_size: logits and loss match"""
     n_layer, n_head, n_embd, block_size, vocab_size = shape
     hf = hf_ref.random_hf_gpt2(n_layer, n_head, n_embd, block_size, vocab_size, seed=n_layer)
-    ours = ours_for(gpt2, hf)
+    ours = hf_ref.ours_for(gpt2, hf)
     g = torch.Generator().manual_seed(1)
     for T in sorted({1, 2, block_size // 2, block_size}):
         idx = torch.randint(vocab_size, (3, T), generator=g)
@@ -74,7 +66,7 @@ def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
 def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
     """The 124M configuration: 124,439,808 parameters (wte tied to lm_head); logits on (2, 128) match HF's"""
     hf = hf_ref.random_hf_gpt2(12, 12, 768, 1024, 50257, seed=0, scale=0.02)
-    ours = ours_for(gpt2, hf)
+    ours = hf_ref.ours_for(gpt2, hf)
     assert ours.num_params() == sum(p.numel() for p in hf.parameters()) == 124_439_808
     assert ours.lm_head.weight is ours.transformer.wte.weight, "lm_head.weight must be the same tensor as wte.weight"
     idx = torch.randint(50257, (2, 128), generator=torch.Generator().manual_seed(0))

@@ -38,6 +38,10 @@ def kept(logits: torch.Tensor) -> torch.Tensor:
 def assert_same_logits(ours: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     assert ours.shape == expected.shape, f"{what}: shape {tuple(ours.shape)}, expected {tuple(expected.shape)}"
     if message := ref.describe_mask_difference(what, kept(ours), kept(expected)):
+        removed = ~kept(expected) & kept(ours)
+        if removed.any() and torch.equal(kept(ours), torch.ones_like(removed)):
+            message += (f"; the tokens to remove hold {ours[removed].max().item():.3g}: set them to float('-inf'), "
+                        "so their probability is exactly 0")
         pytest.fail(message, pytrace=False)
     finite = kept(expected)
     assert torch.equal(ours[finite], expected[finite]), (
@@ -161,7 +165,7 @@ def test_filters_accept_logits_already_at_minus_infinity(processors):
     """-inf already present (a previous filter): top-k and top-p still equal HF's, rows of one token too"""
     logits = random_logits(6, 2000, seed=3)
     logits[:, ::3] = float("-inf")
-    logits[5, 1:] = float("-inf")  # a row with one token left
+    logits[5, 2:] = float("-inf")  # a row with one token left: id 1 (id 0 is already -inf)
     for k in (1, 10, 1500):
         assert_same_logits(processors.top_k_filter(logits, k), ref.hf_top_k(logits.clone(), k), f"top_k_filter(k={k})")
     for p in (0.3, 0.9):
@@ -170,6 +174,7 @@ def test_filters_accept_logits_already_at_minus_infinity(processors):
         if message := ref.describe_mask_difference(f"top_p_filter(p={p}) with -inf logits", kept(ours),
                                                    kept(expected), close):
             pytest.fail(message, pytrace=False)
+    assert kept(ref.hf_top_k(logits.clone(), 10))[5].tolist().count(True) == 1  # the reference: one token left
     assert not torch.isnan(processors.top_p_filter(logits, 0.5)).any(), "top_p_filter produced NaN"
 
 

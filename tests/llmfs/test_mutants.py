@@ -55,6 +55,8 @@ SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
      "tokens, config.presence_penalty", "greedy_penalizes", "counted the prompt"),
     ("sampling", "no context crop", "model(idx[:, -block_size:])", "model(idx)", "crops_the_context",
      "crop the context"),
+    ("sampling", "context cropped one token short", "model(idx[:, -block_size:])", "model(idx[:, -block_size + 1:])",
+     "crops_the_context", "the last block_size tokens, no fewer"),
     ("sampling", "no padding after end of text", "next_token = next_token.masked_fill(finished, pad_token_id)",
      "next_token = next_token", "end_of_text", "pad_token_id=96: new token"),
     ("sampling", "no early stop when every row has ended", "            if finished.all():\n                break\n",
