@@ -461,9 +461,12 @@ def test_encoding_speed_against_tiktoken_and_gpt2_tokenizer_fast(gpt2, benchmark
     benchmark.pedantic(all_three, rounds=7, warmup_rounds=1)
     mb = len(text.encode("utf-8")) / 1e6
     speed = {name: mb / min(t) for name, t in times.items()}  # each at its best: noise only ever adds time
-    benchmark.extra_info.update({f"{name}_mb_s": s for name, s in speed.items()})
-    leaderboard("encoding throughput / tiktoken's", speed["ours"] / speed["tiktoken"], order="desc")
-    assert speed["ours"] >= LIMITS["tiktoken_encode_ratio_min"] * speed["tiktoken"], (
-        f"{speed['ours']:.2f} MB/s against tiktoken's {speed['tiktoken']:.2f} MB/s: is every repeated pre-token "
-        "served from the cache?")
+    # The ratio is taken within each round, where the two ran a moment apart on the same machine state, and the
+    # median of the 7 is kept: a fast moment that favours one encoder's best time does not decide the verdict.
+    ratio = statistics.median(t / o for o, t in zip(times["ours"], times["tiktoken"], strict=True))
+    benchmark.extra_info.update({**{f"{name}_mb_s": s for name, s in speed.items()}, "ratio": ratio})
+    leaderboard("encoding throughput / tiktoken's", ratio, order="desc")
+    assert ratio >= LIMITS["tiktoken_encode_ratio_min"], (
+        f"{speed['ours']:.2f} MB/s against tiktoken's {speed['tiktoken']:.2f} MB/s ({ratio:.3f}x, the median of 7 "
+        f"interleaved rounds): is every repeated pre-token served from the cache?")
     assert speed["ours"] > speed["hf"], f"{speed['ours']:.2f} MB/s, GPT2TokenizerFast {speed['hf']:.2f} MB/s"
