@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
+import pytest
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
@@ -117,3 +118,23 @@ def first_divergence(ours: nn.Module, hf: GPT2LMHeadModel, idx: torch.Tensor, at
             return (f"{where}{what} differs from Hugging Face's by up to {(a - b).abs().max().item():.3g} "
                     f"(everything before it matches)")
     return None
+
+
+def assert_same_tokens(ours: torch.Tensor, expected: torch.Tensor, prompt_length: int, what: str,
+                       reference: str = "Hugging Face's generate") -> None:
+    if ours.shape == expected.shape and torch.equal(ours, expected):
+        return
+    if ours.shape[0] != expected.shape[0]:
+        pytest.fail(f"{what}: {ours.shape[0]} rows returned for a batch of {expected.shape[0]}", pytrace=False)
+    if not torch.equal(ours[:, :prompt_length], expected[:, :prompt_length]):
+        pytest.fail(f"{what}: the output must start with the prompt, unchanged", pytrace=False)
+    steps = min(ours.shape[1], expected.shape[1])
+    differ = (ours[:, :steps] != expected[:, :steps]).any(dim=0).nonzero()
+    if len(differ):
+        step = int(differ[0]) - prompt_length
+        row = int((ours[:, prompt_length + step] != expected[:, prompt_length + step]).nonzero()[0])
+        pytest.fail(f"{what}: new token {step} of row {row} is {int(ours[row, prompt_length + step])}, {reference} "
+                    f"gives {int(expected[row, prompt_length + step])} (the tokens before it agree)", pytrace=False)
+    pytest.fail(f"{what}: {ours.shape[1] - prompt_length} new tokens, {reference} gives "
+                f"{expected.shape[1] - prompt_length} (every row stops at end-of-text, and generation stops when all "
+                "rows have; later tokens of a finished row are the pad id)", pytrace=False)

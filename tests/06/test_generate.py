@@ -50,26 +50,6 @@ def hf_generate(hf, idx, max_new_tokens, seed=None, eos=EOS, **settings):
                        pad_token_id=EOS, **settings)
 
 
-def assert_same_tokens(ours: torch.Tensor, expected: torch.Tensor, prompt_length: int, what: str,
-                       reference: str = "Hugging Face's generate") -> None:
-    if ours.shape == expected.shape and torch.equal(ours, expected):
-        return
-    if ours.shape[0] != expected.shape[0]:
-        pytest.fail(f"{what}: {ours.shape[0]} rows returned for a batch of {expected.shape[0]}", pytrace=False)
-    if not torch.equal(ours[:, :prompt_length], expected[:, :prompt_length]):
-        pytest.fail(f"{what}: the output must start with the prompt, unchanged", pytrace=False)
-    steps = min(ours.shape[1], expected.shape[1])
-    differ = (ours[:, :steps] != expected[:, :steps]).any(dim=0).nonzero()
-    if len(differ):
-        step = int(differ[0]) - prompt_length
-        row = int((ours[:, prompt_length + step] != expected[:, prompt_length + step]).nonzero()[0])
-        pytest.fail(f"{what}: new token {step} of row {row} is {int(ours[row, prompt_length + step])}, {reference} "
-                    f"gives {int(expected[row, prompt_length + step])} (the tokens before it agree)", pytrace=False)
-    pytest.fail(f"{what}: {ours.shape[1] - prompt_length} new tokens, {reference} gives "
-                f"{expected.shape[1] - prompt_length} (every row stops at end-of-text, and generation stops when all "
-                "rows have; later tokens of a finished row are the pad id)", pytrace=False)
-
-
 # ---------------------------------------------------------------------------------------------- task06_1
 
 
@@ -83,8 +63,9 @@ def test_greedy_equals_hugging_face_generate(sampling, shape):
     for batch, length, seed in ((1, 1, 0), (4, 5, 1), (3, 12, 2)):
         idx = prompts(batch, length, shape[4], seed)
         n = shape[3] - length
-        assert_same_tokens(sampling.generate(ours, idx, n, eos_token_id=EOS), hf_generate(hf, idx, n, do_sample=False),
-                           length, f"greedy generate, batch {batch}, prompt of {length}")
+        hf_ref.assert_same_tokens(sampling.generate(ours, idx, n, eos_token_id=EOS),
+                                  hf_generate(hf, idx, n, do_sample=False), length,
+                                  f"greedy generate, batch {batch}, prompt of {length}")
 
 
 @pytest.mark.task06_1
@@ -105,7 +86,7 @@ def test_greedy_crops_the_context_to_the_block_size(sampling):
             logits = hf(expected[:, -16:]).logits[:, -1, :]
             expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
     assert len(set(expected[0, 10:].tolist())) > 5, "the reference fell into a loop: the test would have no power"
-    assert_same_tokens(out, expected, 10, "greedy generate past block_size (the context is the last block_size "
+    hf_ref.assert_same_tokens(out, expected, 10, "greedy generate past block_size (the context is the last block_size "
                        "tokens, no fewer)", reference="a loop over HF's logits")
 
 
@@ -124,14 +105,14 @@ def test_each_row_stops_at_end_of_text_and_is_padded_after(sampling):
     ended = (expected[:, 3:] == eos).any(dim=1)
     assert ended[0] and expected.shape[1] <= 3 + 20  # the reference
     out = sampling.generate(ours, idx, 20, eos_token_id=eos, pad_token_id=96)
-    assert_same_tokens(out, expected, 3, f"greedy generate with eos_token_id={eos}, pad_token_id=96")
+    hf_ref.assert_same_tokens(out, expected, 3, f"greedy generate with eos_token_id={eos}, pad_token_id=96")
     default_pad = sampling.generate(ours, idx, 20, eos_token_id=eos)
     assert torch.equal(default_pad, torch.where(expected == 96, eos, expected)), \
         "without pad_token_id, a finished row is padded with the end-of-text id itself"
     alone = hf.generate(idx[:1], attention_mask=torch.ones_like(idx[:1]), max_new_tokens=20, do_sample=False,
                         eos_token_id=eos, pad_token_id=96)
     assert alone.shape[1] < 3 + 20  # the reference stops once its only row has ended
-    assert_same_tokens(sampling.generate(ours, idx[:1], 20, eos_token_id=eos, pad_token_id=96), alone, 3,
+    hf_ref.assert_same_tokens(sampling.generate(ours, idx[:1], 20, eos_token_id=eos, pad_token_id=96), alone, 3,
                        f"greedy generate of one row with eos_token_id={eos} (stop once every row has ended)")
 
 
@@ -195,7 +176,7 @@ def test_uncached_generation_is_as_fast_as_hugging_face(sampling, benchmark, lea
         torch.set_num_threads(threads)
     benchmark.extra_info.update({"ours_tokens_per_s": 128 / best["ours"], "hf_tokens_per_s": 128 / best["hf"],
                                  "ratio": best["hf"] / best["ours"]})
-    assert_same_tokens(outputs["ours"], outputs["hf"], 1, "greedy generate with GPT-2 124M")
+    hf_ref.assert_same_tokens(outputs["ours"], outputs["hf"], 1, "greedy generate with GPT-2 124M")
     ratio = best["hf"] / best["ours"]
     leaderboard("uncached generation tokens/s / HF's (124M)", ratio, order="desc")
     assert ratio >= LIMITS["generation_speed_ratio_min"], (
@@ -226,7 +207,7 @@ def test_seeded_sampling_equals_hugging_face_generate(sampling, settings):
         torch.manual_seed(seed)
         out = sampling.generate(ours, idx, 40, do_sample=True, eos_token_id=EOS, pad_token_id=EOS, **settings)
         expected = hf_generate(hf, idx, 40, seed=seed, do_sample=True, **settings)
-        assert_same_tokens(out, expected, 4, f"seeded generate(do_sample=True, {settings}), seed {seed}")
+        hf_ref.assert_same_tokens(out, expected, 4, f"seeded generate(do_sample=True, {settings}), seed {seed}")
 
 
 @pytest.mark.task06_4
@@ -263,5 +244,5 @@ def test_greedy_with_presence_and_frequency_penalties_equals_a_loop(sampling):
             counts = ref.counts_by_loop(expected[:, 6:], 97)
             logits = ref.openai_penalties(logits, counts, 0.6, 0.4)
             expected = torch.cat([expected, logits.argmax(-1, keepdim=True)], dim=1)
-    assert_same_tokens(out, expected, 6, "greedy generate with presence 0.6 and frequency 0.4",
+    hf_ref.assert_same_tokens(out, expected, 6, "greedy generate with presence 0.6 and frequency 0.4",
                        reference="a loop over HF's logits with the OpenAI formula")

@@ -7,6 +7,7 @@ or name the mistake (06: the realistic sampling mistakes of tests/06/hf_processo
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -67,7 +68,45 @@ SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
     ("sampling", "argmax instead of a draw", "return draw(logits.softmax(dim=-1), generator)",
      "return logits.argmax(dim=-1)", "draws_from", "do not follow the processed distribution"),
 ]
-MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING]
+EXPLICIT_SOFTMAX = ("att = (q @ k.transpose(-2, -1)) / k.size(-1) ** 0.5; "
+                    "y = att.masked_fill(~mask, float('-inf')).softmax(-1) @ v if mask is not None else att.softmax(-1) @ v")
+CACHE = [  # milestone 07: a cache, positions or masks wrong in one place (several anchors: changed together)
+    ("kvcache", "top-left causal mask (tril without the offset)", "tril(diagonal=S - T)", "tril()", "chunks_after",
+     "needs the bottom-right causal mask"),
+    ("kvcache", "is_causal=True after a cache",
+     ("    if mask is None and T > 1:\n        mask = causal_mask(T, k.size(2), x.device)\n",
+      "attn_mask=mask)"), ("", "attn_mask=mask, is_causal=mask is None and T > 1)"), "chunks_after",
+     "is_causal=True"),
+    ("kvcache", "update returns the new keys only", "return self.k[layer, :, :, :end], self.v[layer, :, :, :end]",
+     "return k, v", "token_by_token", "attends to every cached key"),
+    ("kvcache", "new tokens at positions 0.. after a cache", "torch.arange(L, L + T, device=idx.device)",
+     "torch.arange(0, T, device=idx.device)", "token_by_token", "its position is the cache's length"),
+    ("kvcache", "length not advanced", "    cache.length = L + T\n", "", "rollback", "adds the new tokens' positions"),
+    ("kvcache", "positions counted from the padding", "(mask.long().cumsum(dim=-1) - 1).clamp(min=0)",
+     "torch.arange(mask.size(1)).expand(mask.shape)", "position_ids_count", "counts the padding"),
+    ("kvcache", "padding queries see nothing: NaN through an explicit softmax",
+     ("return causal & (real | own)", "y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)"),
+     ("return causal & real", EXPLICIT_SOFTMAX), "no_nan", "NaN or inf in the output"),
+    ("kvcache", "RoPE tables cast to bfloat16", "        setattr(model, name, buffer)\n", "        pass\n", "to_dtype",
+     "keep RoPE's tables in float32"),
+    ("kvcache", "logits in the model's dtype", "return model.lm_head(model.transformer.ln_f(x)).float()",
+     "return model.lm_head(model.transformer.ln_f(x))", "half_precision", "returns float32 logits"),
+    ("decoding", "prefill ignores the mask's positions",
+     "position_ids = None if attention_mask is None else kvcache.position_ids_from_mask(attention_mask)",
+     "position_ids = None if attention_mask is None else kvcache.position_ids_from_mask(attention_mask) * 0",
+     "each_prompt_its_own", "positions come from the mask"),
+    ("decoding", "penalties count the padding",
+     "real = attention_mask if padded else torch.ones_like(idx, dtype=torch.bool)",
+     "real = torch.ones_like(idx, dtype=torch.bool)", "penalties_never_count", "padding is never penalized"),
+    ("decoding", "the whole sequence fed at every step", "logits = kvcache.forward_cached(model, idx[:, -1:], cache",
+     "cache.rollback(0)\n            logits = kvcache.forward_cached(model, idx, cache", "one_prefill",
+     "feed only idx[:, -1:]"),
+    ("decoding", "no block_size check", "    if T + max_new_tokens > block_size:\n", "    if False:\n",
+     "cannot_hold", "block_size"),
+    ("decoding", "generators not passed on", "sampling.sample_next_token(logits, generator)",
+     "sampling.sample_next_token(logits)", "per_row_generators", "the generators passed on"),
+]
+MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING] + [("07", *m) for m in CACHE]
 
 
 @pytest.mark.slow
@@ -79,10 +118,14 @@ def test_a_single_mistake_fails_with_a_message_naming_the_part(course, tmp_path,
     shutil.copytree(course.solutions / milestone, root / milestone, ignore=shutil.ignore_patterns("__pycache__"))
     path = root / milestone / f"{module}.py"
     source = path.read_text()
-    assert source.count(original) == 1, f"the mutant's anchor for {what!r} is not in solutions/{milestone}/{module}.py"
-    path.write_text(source.replace(original, mutated))
+    pairs = zip(original, mutated, strict=True) if isinstance(original, tuple) else [(original, mutated)]
+    for anchor, replacement in pairs:
+        assert source.count(anchor) == 1, f"the mutant's anchor {anchor!r} is not in solutions/{milestone}/{module}.py"
+        source = source.replace(anchor, replacement)
+    path.write_text(source)
+    env = {**os.environ, "LLMFS_DEPS_ROOT": str(course.solutions)}  # as llmfs grade: earlier milestones' references
     proc = subprocess.run([sys.executable, "-m", "pytest", f"tests/{milestone}", "-k", selection, "--impl-root",
                            str(root), "-p", "no:randomly", "-q"], cwd=course.root, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert expected in proc.stdout, proc.stdout[-3000:]

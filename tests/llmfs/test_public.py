@@ -24,7 +24,7 @@ def run_pytest(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pytest", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("milestone", ["01", "02", "03", "04", "05", "06"])
+@pytest.mark.parametrize("milestone", ["01", "02", "03", "04", "05", "06", "07"])
 def test_stubs_fail_fast_naming_the_function_to_write(course, tmp_path, milestone):
     root = learner_copy(course, tmp_path)
     proc = run_pytest(root, f"milestones/{milestone}")
@@ -43,6 +43,7 @@ def test_stubs_fail_fast_naming_the_function_to_write(course, tmp_path, mileston
     ("04", "task04_1", "count_pretokens", "learn_merges"),
     ("05", "task05_1", "GPT.init_weights", "rope_tables"),
     ("06", "task06_2", "top_k_filter", "generate"),
+    ("07", "task07_3", "position_ids_from_mask", "KVCache"),
 ])
 def test_one_task_at_a_time(course, tmp_path, milestone, task, named, unnamed):
     root = learner_copy(course, tmp_path)
@@ -51,7 +52,7 @@ def test_one_task_at_a_time(course, tmp_path, milestone, task, named, unnamed):
     assert f"write `{named}` in milestones/{milestone}/" in proc.stdout and unnamed not in proc.stdout
 
 
-@pytest.mark.parametrize("milestone", ["01", "02", "03", "04", "05", "06"])
+@pytest.mark.parametrize("milestone", ["01", "02", "03", "04", "05", "06", "07"])
 def test_public_tests_pass_once_the_solution_is_copied_over_the_stubs(course, tmp_path, milestone):
     root = learner_copy(course, tmp_path)
     for done in (*course.milestone(milestone).builds_on, milestone):  # 02 trains with the learner's own 01
