@@ -68,7 +68,7 @@ def measure(lengths: list[int]) -> list[dict]:
         bytes_per = torch.finfo(getattr(torch, dtype)).bits // 8
         rows.append({"cached": cached, "dtype": dtype, "batch": batch, "new_tokens": n,
                      "tokens_per_s": round(tokens_per_s(models[dtype], cached, batch, n), 2),
-                     "cache_mb": round(2 * config.n_layer * batch * (n + 1) * config.n_embd * bytes_per / 2**20, 1)
+                     "cache_mib": round(2 * config.n_layer * batch * (n + 1) * config.n_embd * bytes_per / 2**20, 1)
                      if cached else 0.0})
     return rows
 
@@ -111,9 +111,9 @@ def table(rows: list[dict], lengths: list[int]) -> str:
         lines.append(f"| {name} | " + " | ".join(f"{by_n[n]['tokens_per_s']:.1f}" if n in by_n else "—"
                                                    for n in lengths) + " |")
     lines += ["", "Tokens/s, every row counted. The cache's memory at the longest run (2 n_layer B max_len n_embd "
-              "bytes):", "", "| configuration | cache (MB) |", "|---|---|"]
+              "bytes):", "", "| configuration | cache (MiB) |", "|---|---|"]
     for name in dict.fromkeys(label(r) for r in rows if r["cached"]):
-        lines.append(f"| {name} | {max(r['cache_mb'] for r in rows if label(r) == name):.1f} |")
+        lines.append(f"| {name} | {max(r['cache_mib'] for r in rows if label(r) == name):.1f} |")
     speed = {label(r): r["tokens_per_s"] for r in rows if r["new_tokens"] == 256}
     if "uncached, float32, batch 1" in speed:
         lines += ["", "At 256 new tokens: cached / uncached "

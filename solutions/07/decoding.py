@@ -188,13 +188,16 @@ def check_attention_mask(idx: torch.Tensor, attention_mask: torch.Tensor) -> tor
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def complete_batch(gen, prompts: list[str], max_new_tokens: int, seed: int = 0, dtype: torch.dtype = torch.float32,
-                   **settings) -> list[str]:
+def complete_batch(gen, prompts: list[str], max_new_tokens: int | None = None, seed: int = 0,
+                   dtype: torch.dtype = torch.float32, **settings) -> list[str]:
     """Continuations of several prompts at once, one left-padded batch, one generator per row (seeds seed,
-    seed + 1, ...), so each row's text is what that prompt alone would give. `gen` is 06's LoadedModel."""
+    seed + 1, ...), so each row's text is what that prompt alone would give. `gen` is 06's LoadedModel;
+    max_new_tokens None: 200, or fewer if the block size is shorter."""
     ids = [gen.encode(p) for p in prompts]
     pad = gen.eos_token_id if gen.eos_token_id is not None else 0
     idx, mask = left_pad(ids, pad)
+    if max_new_tokens is None:
+        max_new_tokens = max(0, min(200, gen.model.config.block_size - idx.size(1)))
     model = kvcache.to_dtype(gen.model, dtype)
     generators = [torch.Generator().manual_seed(seed + row) for row in range(len(prompts))]
     out = generate(model, idx, max_new_tokens, attention_mask=mask, eos_token_id=gen.eos_token_id,
@@ -208,7 +211,8 @@ def main(argv: list[str] | None = None) -> None:
     run = commands.add_parser("generate", help="continue prompts with a checkpoint of milestone 05, as one batch")
     run.add_argument("checkpoint", type=Path)
     run.add_argument("--prompt", action="append", help="repeat for a batch (default: one newline)")
-    run.add_argument("--max-new-tokens", type=int, default=200)
+    run.add_argument("--max-new-tokens", type=int, default=None,
+                     help="(default: 200, or what fits the model's block size)")
     run.add_argument("--greedy", action="store_true", help="the most likely token each step (default: sample)")
     run.add_argument("--temperature", type=float, default=1.0)
     run.add_argument("--top-k", type=int, default=None)

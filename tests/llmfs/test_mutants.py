@@ -68,8 +68,8 @@ SAMPLING = [  # the same, in milestone 06 (file, then the fields above)
     ("sampling", "argmax instead of a draw", "return draw(logits.softmax(dim=-1), generator)",
      "return logits.argmax(dim=-1)", "draws_from", "do not follow the processed distribution"),
 ]
-EXPLICIT_SOFTMAX = ("att = (q @ k.transpose(-2, -1)) / k.size(-1) ** 0.5; "
-                    "y = att.masked_fill(~mask, float('-inf')).softmax(-1) @ v if mask is not None else att.softmax(-1) @ v")
+EXPLICIT_SOFTMAX = ("att = (q @ k.transpose(-2, -1)) / k.size(-1) ** 0.5; y = att.masked_fill(~mask, float('-inf'))"
+                    ".softmax(-1) @ v if mask is not None else att.softmax(-1) @ v")
 CACHE = [  # milestone 07: a cache, positions or masks wrong in one place (several anchors: changed together)
     ("kvcache", "top-left causal mask (tril without the offset)", "tril(diagonal=S - T)", "tril()", "chunks_after",
      "needs the bottom-right causal mask"),

@@ -1,5 +1,5 @@
-"""Milestone 06's command line as a learner runs it (reference solution): generate from 05's and 02's checkpoints,
-clear errors, and the results page."""
+"""Milestones 06 and 07's command lines as a learner runs them (reference solution): generate from 05's and 02's
+checkpoints, a cached batch of prompts, clear errors, and the results pages."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 
 def run(course, script: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
@@ -64,3 +65,66 @@ def test_the_results_page_is_written_from_a_checkpoint(course, checkpoints, tmp_
     assert "| setting | distinct-1 | distinct-2 | repeated 3-grams |" in table
     for png in ("distributions.png", "penalties.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---------------------------------------------------------------------------------------------- milestone 07
+
+
+def texts_by_prompt(stdout: str) -> dict[str, str]:
+    """07's output: a `--- 'prompt'` line, then the prompt and its continuation, per row."""
+    blocks = stdout.split("--- ")[1:]
+    return {block.split("\n", 1)[0]: block.split("\n", 1)[1].rstrip("\n") for block in blocks}
+
+
+def test_a_batch_of_prompts_gives_each_the_text_it_gets_alone(course, checkpoints):
+    """07's generate: two prompts of different lengths in one left-padded, cached batch; greedy, each row's text equals
+    06's uncached generate of that prompt alone"""
+    prompts = ["ROMEO:", "KING RICHARD II:\nWhat"]
+    args = ["generate", str(checkpoints["05"]), "--greedy", "--max-new-tokens", "12"]
+    batch = run(course, "07/decoding.py", *args, "--prompt", prompts[0], "--prompt", "KING RICHARD II:\\nWhat")
+    assert batch.returncode == 0, batch.stderr[-3000:]
+    texts = texts_by_prompt(batch.stdout)
+    assert list(texts) == [repr(p) for p in prompts], batch.stdout
+    for prompt in prompts:
+        alone = run(course, "06/sampling.py", *args, "--prompt", prompt)
+        assert alone.returncode == 0, alone.stderr[-3000:]
+        assert texts[repr(prompt)] == alone.stdout.rstrip("\n"), f"{prompt!r}: the batch changed the text"
+    half = run(course, "07/decoding.py", "generate", str(checkpoints["05"]), "--prompt", "ROMEO:", "--dtype",
+               "bfloat16")
+    assert half.returncode == 0 and half.stdout.startswith("--- 'ROMEO:'\nROMEO:"), half.stderr[-3000:]
+
+
+@pytest.mark.parametrize("args,words", [(["--max-new-tokens", "5000"], "block_size"),
+                                        (["--dtype", "int8"], "invalid choice"),
+                                        (["--top-p", "1.5", "--max-new-tokens", "2"],
+                                         "top_p must be a number in (0, 1]")])
+def test_07_stops_with_a_message_naming_the_problem(course, checkpoints, args, words):
+    proc = run(course, "07/decoding.py", "generate", str(checkpoints["05"]), "--prompt", "ROMEO:", *args)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_07_results_page_from_a_small_model(course, tmp_path, monkeypatch):
+    """The results page's flow (measure, table, plot, atomic writes) with a 2-layer GPT in place of 124M"""
+    from llmfs.loader import load_module
+
+    results = load_module(course.solutions, "07", "results", course.milestone("07").api["results"])
+    gpt2 = load_module(course.solutions, "05", "gpt2", course.milestone("05").api["gpt2"])
+
+    def small(dtype: str):
+        torch.manual_seed(0)
+        model = gpt2.GPT(gpt2.GPTConfig(block_size=300, vocab_size=50257, n_layer=2, n_head=2, n_embd=32)).eval()
+        return results.kvcache.to_dtype(model, getattr(torch, dtype))
+
+    monkeypatch.setattr(results, "model_124m", small)
+    monkeypatch.setattr(results, "LENGTHS", [16, 32, 299])
+    monkeypatch.setattr(results, "UNCACHED_MAX", 32)
+    out = tmp_path / "results"
+    written = results.write_results(out)
+    rows = written["rows"]
+    assert len(rows) == 4 * 3 + 2 * 2  # cached: 2 dtypes x 2 batch sizes x 3 lengths; uncached: 2 dtypes x 2 lengths
+    assert all(r["tokens_per_s"] > 0 for r in rows)
+    assert {r["cache_mib"] for r in rows if not r["cached"]} == {0.0}
+    table = (out / "results.md").read_text()
+    assert "| cached, bfloat16, batch 8 |" in table and "| uncached, float32, batch 1 |" in table and "—" in table
+    assert (out / "tokens_per_s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((out / "results.json").read_text())["rows"] == rows
