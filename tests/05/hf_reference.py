@@ -138,3 +138,20 @@ def assert_same_tokens(ours: torch.Tensor, expected: torch.Tensor, prompt_length
     pytest.fail(f"{what}: {ours.shape[1] - prompt_length} new tokens, {reference} gives "
                 f"{expected.shape[1] - prompt_length} (every row stops at end-of-text, and generation stops when all "
                 "rows have; later tokens of a finished row are the pad id)", pytrace=False)
+
+
+def random_prompts(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
+    """(batch, length) token ids in 1..vocab-1, seeded (id 0 is left for end-of-text)."""
+    return torch.randint(1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def left_padded(lengths: list[int], vocab: int, seed: int = 0, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random prompts of the given lengths in one batch, padded on the left with `pad`, and their mask (1 real,
+    0 padding), built here independently of any learner's `left_pad`."""
+    T = max(lengths)
+    idx = torch.full((len(lengths), T), pad, dtype=torch.long)
+    mask = torch.zeros(len(lengths), T, dtype=torch.long)
+    for row, n in enumerate(lengths):
+        idx[row, T - n:] = random_prompts(1, n, vocab, seed + row)[0]
+        mask[row, T - n:] = 1
+    return idx, mask

@@ -36,10 +36,6 @@ def twins(shape=(2, 2, 32, 64, 97), seed: int = 0, scale: float = 0.1, rope: boo
     return hf, hf_ref.ours_for(gpt2, hf, rope=rope)
 
 
-def prompts(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
 def hf_generate(hf, idx, max_new_tokens, seed=None, eos=EOS, attention_mask=None, **settings):
     if seed is not None:
         torch.manual_seed(seed)
@@ -75,7 +71,7 @@ def test_greedy_equals_hugging_face_generate(decoding, shape):
     4 and 3, prompts of 1 to 12 tokens, up to the block size, end-of-text (id 0) stopping rows"""
     hf, ours = twins(shape, seed=shape[0])
     for batch, length, seed in ((1, 1, 0), (4, 5, 1), (3, 12, 2)):
-        idx = prompts(batch, length, shape[4], seed)
+        idx = hf_ref.random_prompts(batch, length, shape[4], seed)
         n = shape[3] - length
         hf_ref.assert_same_tokens(decoding.generate(ours, idx, n, eos_token_id=EOS),
                                   hf_generate(hf, idx, n, do_sample=False), length,
@@ -88,7 +84,7 @@ def test_one_prefill_then_one_token_per_step(decoding):
     """The prompt reaches the model once, whole; then each step feeds only the newest token: n new tokens take one
     prefill and n - 1 single-token steps (none after the last token)"""
     _, ours = twins(seed=1)
-    idx = prompts(3, 7, 97, 1)
+    idx = hf_ref.random_prompts(3, 7, 97, 1)
     with FeedCounter(ours) as fed:
         decoding.generate(ours, idx, 10)
     expected = [(3, 7)] + [(3, 1)] * 9
@@ -108,7 +104,7 @@ def test_rope_model_equals_the_uncached_loop(decoding):
     """With RoPE (no Hugging Face twin), greedy and penalized decoding with the cache equal the reference 06 uncached
     generate token for token, up to the block size"""
     _, ours = twins(seed=2, rope=True)
-    idx = prompts(2, 6, 97, 2)
+    idx = hf_ref.random_prompts(2, 6, 97, 2)
     for settings in ({}, {"repetition_penalty": 1.3, "presence_penalty": 0.5, "frequency_penalty": 0.3}):
         expected = sampling06.generate(ours, idx, 58, eos_token_id=EOS, **settings)
         hf_ref.assert_same_tokens(decoding.generate(ours, idx, 58, eos_token_id=EOS, **settings), expected, 6,
@@ -129,7 +125,7 @@ def test_seeded_sampling_equals_hugging_face_generate(decoding, settings):
     """After torch.manual_seed(s), generate(do_sample=True) with the cache equals GPT2LMHeadModel.generate with the same
     seed and settings, batch of 3, 40 tokens, end-of-text on"""
     hf, ours = twins(seed=6)
-    idx = prompts(3, 4, 97, 6)
+    idx = hf_ref.random_prompts(3, 4, 97, 6)
     for seed in (0, 1):
         torch.manual_seed(seed)
         out = decoding.generate(ours, idx, 40, do_sample=True, eos_token_id=EOS, pad_token_id=EOS, **settings)
@@ -143,12 +139,12 @@ def test_generate_rejects_what_the_cache_cannot_hold(decoding):
     """A prompt and max_new_tokens past block_size: ValueError naming block_size (exactly block_size works); bad idx,
     max_new_tokens or settings: ValueError naming them; max_new_tokens=0 returns the prompt"""
     _, ours = twins((2, 2, 32, 16, 97), seed=3)
-    idx = prompts(2, 6, 97, 3)
+    idx = hf_ref.random_prompts(2, 6, 97, 3)
     assert decoding.generate(ours, idx, 10).shape == (2, 16), "a prompt of 6 and 10 new tokens fill block_size=16"
     with pytest.raises(ValueError, match="block_size"):
         decoding.generate(ours, idx, 11)
     with pytest.raises(ValueError, match="block_size"):
-        decoding.generate(ours, prompts(1, 17, 97), 0)
+        decoding.generate(ours, hf_ref.random_prompts(1, 17, 97), 0)
     assert torch.equal(decoding.generate(ours, idx, 0), idx), "max_new_tokens=0 returns the prompt unchanged"
     for settings, name in (({"max_new_tokens": -1}, "max_new_tokens"), ({"top_p": 1.5}, "top_p"),
                            ({"do_sample": True, "temperature": 0.0}, "temperature")):
@@ -166,7 +162,7 @@ def test_prefill_returns_the_last_logits_and_a_filled_cache(decoding):
     """prefill(model, idx, max_len): float32 logits (B, V) of the last position, equal to the full forward pass's, and a
     cache of max_len positions holding the prompt (length T)"""
     _, ours = twins(seed=4)
-    idx = prompts(2, 9, 97, 4)
+    idx = hf_ref.random_prompts(2, 9, 97, 4)
     logits, cache = decoding.prefill(ours, idx, 20)
     with torch.no_grad():
         expected = ours(idx)[0][:, -1, :]
@@ -178,17 +174,6 @@ def test_prefill_returns_the_last_logits_and_a_filled_cache(decoding):
 
 
 # ---------------------------------------------------------------------------------------------- task07_3
-
-
-def left_padded(lengths: list[int], vocab: int, seed: int = 0, pad: int = EOS) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts of the given lengths, left-padded, and their mask (built here, independently)."""
-    T = max(lengths)
-    idx = torch.full((len(lengths), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(lengths), T, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        idx[row, T - n:] = prompts(1, n, vocab, seed + row)[0]
-        mask[row, T - n:] = 1
-    return idx, mask
 
 
 def each_alone(hf, idx, mask, n, **settings) -> list[torch.Tensor]:
@@ -238,7 +223,7 @@ def test_a_left_padded_batch_gives_each_prompt_its_own_tokens(decoding, shape):
     GPT2LMHeadModel.generate gives each prompt alone, with end-of-text ending rows at different steps"""
     hf, ours = twins(shape, seed=5)
     lengths = [7, 2, 5, 1]
-    idx, mask = left_padded(lengths, shape[4], seed=5)
+    idx, mask = hf_ref.left_padded(lengths, shape[4], seed=5)
     free = each_alone(hf, idx, mask, 30, eos=None, do_sample=False)
     eos = int(free[0][6])  # a token row 0 makes at step 6: rows end at different steps, or never
     alone = each_alone(hf, idx, mask, 30, eos=eos, do_sample=False)
@@ -254,9 +239,9 @@ def test_penalties_never_count_the_padding(decoding):
     left-padded batch equals its prompt alone"""
     hf, ours = twins(seed=8)
     with torch.no_grad():
-        liked = int(hf(prompts(1, 3, 97, 8)).logits[0, -1].argmax())
+        liked = int(hf(hf_ref.random_prompts(1, 3, 97, 8)).logits[0, -1].argmax())
     lengths = [6, 1, 3]
-    idx, mask = left_padded(lengths, 97, seed=8, pad=liked)
+    idx, mask = hf_ref.left_padded(lengths, 97, seed=8, pad=liked)
     settings = dict(do_sample=False, repetition_penalty=1.5, presence_penalty=0.0)
     alone = each_alone(hf, idx, mask, 20, eos=None, do_sample=False, repetition_penalty=1.5)
     out = decoding.generate(ours, idx, 20, attention_mask=mask, **settings)
@@ -271,7 +256,7 @@ def test_per_row_generators_make_a_padded_batch_equal_single_rows(decoding):
     generator seeded alike"""
     _, ours = twins(seed=9, rope=True)
     lengths = [5, 2, 8]
-    idx, mask = left_padded(lengths, 97, seed=9)
+    idx, mask = hf_ref.left_padded(lengths, 97, seed=9)
     settings = dict(do_sample=True, temperature=1.1, top_p=0.95, repetition_penalty=1.1)
     together = decoding.generate(ours, idx, 25, attention_mask=mask,
                                  generator=[torch.Generator().manual_seed(s) for s in (20, 21, 22)], **settings)
@@ -290,7 +275,7 @@ def test_check_attention_mask_names_what_is_wrong(decoding):
     """attention_mask of another shape, values other than 0/1, a row with no real token, or padding on the right:
     ValueError naming attention_mask"""
     _, ours = twins(seed=10)
-    idx, mask = left_padded([3, 2], 97)
+    idx, mask = hf_ref.left_padded([3, 2], 97)
     assert decoding.check_attention_mask(idx, mask).dtype == torch.bool
     for bad in (mask[:, 1:], mask * 2, torch.tensor([[1, 1, 1], [0, 0, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])):
         with pytest.raises(ValueError, match="attention_mask"):

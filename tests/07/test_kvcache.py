@@ -39,10 +39,6 @@ def model_for(shape=(2, 2, 32, 64, 97), seed: int = 0, rope: bool = False) -> to
     return hf_ref.ours_for(gpt2, hf_ref.random_hf_gpt2(*shape, seed=seed, scale=0.1), rope=rope)
 
 
-def tokens(batch: int, length: int, vocab: int, seed: int = 0) -> torch.Tensor:
-    return torch.randint(1, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
-
-
 def full_logits(model, idx: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(idx)[0].float()
@@ -155,7 +151,7 @@ def test_token_by_token_equals_the_full_forward_pass(kvcache, shape, rope):
     """A prompt of 3 tokens, then one token at a time up to block_size: every position's logits equal model(idx)'s
     within 1e-5 (float32), with learned positions and with RoPE"""
     model = model_for(shape, seed=shape[0], rope=rope)
-    idx = tokens(2, shape[3], shape[4], seed=1)
+    idx = hf_ref.random_prompts(2, shape[3], shape[4], seed=1)
     chunks = [3] + [1] * (shape[3] - 3)
     assert_close_logits(cached_logits(kvcache, model, idx, chunks), full_logits(model, idx),
                         f"one token at a time, {'RoPE' if rope else 'learned positions'}",
@@ -170,7 +166,7 @@ def test_chunks_after_a_cache_equal_the_full_forward_pass(kvcache, rope):
     """Chunks of 5, 3, 1, 7, 16 and 32 tokens one after the other equal model(idx) within 1e-5: the bottom-right
     causal mask"""
     model = model_for((2, 2, 32, 64, 97), seed=3, rope=rope)
-    idx = tokens(3, 64, 97, seed=2)
+    idx = hf_ref.random_prompts(3, 64, 97, seed=2)
     assert_close_logits(cached_logits(kvcache, model, idx, [5, 3, 1, 7, 16, 32]), full_logits(model, idx),
                         "chunks of 5, 3, 1, 7, 16, 32 tokens", TOP_LEFT_HINT, first_cached=5)
 
@@ -181,8 +177,8 @@ def test_rollback_forgets_positions(kvcache):
     """Write 20 positions, roll back to 12, write 8 other tokens: the logits equal a fresh full forward pass of the new
     sequence (rollback is free: the next write overwrites); rolling forward or below 0 is a ValueError"""
     model = model_for(seed=4, rope=True)
-    idx = tokens(2, 20, 97, seed=3)
-    other = tokens(2, 8, 97, seed=4)
+    idx = hf_ref.random_prompts(2, 20, 97, seed=3)
+    other = hf_ref.random_prompts(2, 8, 97, seed=4)
     cache = kvcache.KVCache.for_model(model, 2)
     with torch.no_grad():
         kvcache.forward_cached(model, idx, cache)
@@ -204,7 +200,7 @@ def test_forward_cached_rejects_what_does_not_fit_and_keeps_the_cache(kvcache):
     """A chunk past max_len (or the block size) is a ValueError naming max_len, raised before anything is written: the
     cache's length and contents stay; last_only=True returns the last position's logits (B, 1, V) in float32"""
     model = model_for(seed=5)
-    idx = tokens(2, 10, 97, seed=5)
+    idx = hf_ref.random_prompts(2, 10, 97, seed=5)
     cache = kvcache.KVCache.for_model(model, 2, max_len=12)
     with torch.no_grad():
         last = kvcache.forward_cached(model, idx, cache, last_only=True)
@@ -213,7 +209,7 @@ def test_forward_cached_rejects_what_does_not_fit_and_keeps_the_cache(kvcache):
         assert_close_logits(last, full_logits(model, idx)[:, -1:], "last_only=True")
         snapshot = cache.k.clone()
         with pytest.raises(ValueError, match="max_len"):
-            kvcache.forward_cached(model, tokens(2, 3, 97), cache)
+            kvcache.forward_cached(model, hf_ref.random_prompts(2, 3, 97), cache)
         assert cache.length == 10 and torch.equal(cache.k, snapshot), \
             "a chunk that does not fit must raise before any layer writes into the cache"
 
@@ -221,22 +217,11 @@ def test_forward_cached_rejects_what_does_not_fit_and_keeps_the_cache(kvcache):
 # ---------------------------------------------------------------------------------------------- task07_3
 
 
-def left_padded(lengths: list[int], vocab: int, seed: int = 0, pad: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompts of the given lengths, left-padded with `pad`, and their mask (built here, independently)."""
-    T = max(lengths)
-    idx = torch.full((len(lengths), T), pad, dtype=torch.long)
-    mask = torch.zeros(len(lengths), T, dtype=torch.long)
-    for row, n in enumerate(lengths):
-        idx[row, T - n:] = tokens(1, n, vocab, seed + row)[0]
-        mask[row, T - n:] = 1
-    return idx, mask
-
-
 @pytest.mark.task07_3
 @pytest.mark.points(2)
 def test_position_ids_count_real_tokens_only(kvcache):
     """position_ids_from_mask: a row's first real token is at 0, the next at 1, ...; padding gets position 0"""
-    _, mask = left_padded([5, 2, 4, 1], 97)
+    _, mask = hf_ref.left_padded([5, 2, 4, 1], 97)
     expected = torch.tensor([[0, 1, 2, 3, 4], [0, 0, 0, 0, 1], [0, 0, 1, 2, 3], [0, 0, 0, 0, 0]])
     for as_type in (torch.long, torch.bool):
         ours = kvcache.position_ids_from_mask(mask.to(as_type))
@@ -252,7 +237,7 @@ def test_position_ids_count_real_tokens_only(kvcache):
 def test_padded_causal_mask_never_sees_padding_and_never_an_empty_row(kvcache):
     """padded_causal_mask(mask, T): bottom-right causal AND a real key; every query also sees its own position, so no
     row is all False (a softmax over nothing is NaN)"""
-    _, mask = left_padded([6, 3, 1], 97)
+    _, mask = hf_ref.left_padded([6, 3, 1], 97)
     for T in (6, 2, 1):
         ours = kvcache.padded_causal_mask(mask, T)
         assert ours.dtype == torch.bool and ours.shape == (3, 1, T, 6), \
@@ -278,8 +263,8 @@ def test_a_left_padded_batch_equals_each_prompt_alone(kvcache, rope):
     attention mask and position ids from the mask: each row's logits at real positions equal its prompt alone"""
     model = model_for(seed=6, rope=rope)
     lengths = [9, 4, 1, 6]
-    idx, mask = left_padded(lengths, 97, seed=7)
-    more = tokens(4, 5, 97, seed=8)
+    idx, mask = hf_ref.left_padded(lengths, 97, seed=7)
+    more = hf_ref.random_prompts(4, 5, 97, seed=8)
     cache = kvcache.KVCache.for_model(model, 4)
     positions = kvcache.position_ids_from_mask(mask)
     with torch.no_grad():
@@ -308,7 +293,7 @@ def test_no_nan_in_any_activation_under_padding(kvcache):
     """Every module's output under a left-padded batch, padding rows included, is free of NaN and inf (a forward hook
     on every module of the model)"""
     model = model_for(seed=9, shape=(3, 4, 48, 40, 257))
-    idx, mask = left_padded([12, 2, 7], 257, seed=9)
+    idx, mask = hf_ref.left_padded([12, 2, 7], 257, seed=9)
     bad: list[str] = []
 
     def watch(name):
@@ -337,7 +322,7 @@ def test_no_nan_in_any_activation_under_padding(kvcache):
 def test_forward_cached_rejects_a_mask_of_the_wrong_shape(kvcache):
     """attention_mask must be (B, S) for all S positions so far, position_ids (B, T): a ValueError naming them"""
     model = model_for(seed=10)
-    idx, mask = left_padded([4, 2], 97)
+    idx, mask = hf_ref.left_padded([4, 2], 97)
     cache = kvcache.KVCache.for_model(model, 2)
     positions = kvcache.position_ids_from_mask(mask)
     with torch.no_grad():
@@ -391,7 +376,7 @@ def test_half_precision_agrees_with_float32(kvcache, dtype, rope):
     shape = (2, 4, 64, 128, 257)
     reference = model_for(shape, seed=12, rope=rope)
     model = kvcache.to_dtype(copy.deepcopy(reference), dtype)
-    idx = tokens(4, 128, 257, seed=12)
+    idx = hf_ref.random_prompts(4, 128, 257, seed=12)
     ours = cached_logits(kvcache, model, idx, [20] + [1] * 108)
     with torch.no_grad():
         assert kvcache.forward_cached(model, idx[:, :1], kvcache.KVCache.for_model(model, 4)).dtype == torch.float32, \
