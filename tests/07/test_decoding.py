@@ -277,8 +277,15 @@ def test_check_attention_mask_names_what_is_wrong(decoding):
     _, ours = twins(seed=10)
     idx, mask = hf_ref.left_padded([3, 2], 97)
     assert decoding.check_attention_mask(idx, mask).dtype == torch.bool
-    for bad in (mask[:, 1:], mask * 2, torch.tensor([[1, 1, 1], [0, 0, 0]]), torch.tensor([[1, 1, 1], [1, 1, 0]])):
-        with pytest.raises(ValueError, match="attention_mask"):
+    cases = {"of another shape": mask[:, 1:], "holding a 2": mask * 2, "with a row of padding only":
+             torch.tensor([[1, 1, 1], [0, 0, 0]]), "padded on the right": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    for what, bad in cases.items():
+        try:
             decoding.check_attention_mask(idx, bad)
+        except ValueError as e:
+            assert "attention_mask" in str(e), f"the error for an attention_mask {what} must name attention_mask: {e}"
+        else:
+            pytest.fail(f"check_attention_mask accepted an attention_mask {what} ({bad.tolist()}): raise ValueError",
+                        pytrace=False)
     with pytest.raises(ValueError, match="attention_mask"):
         decoding.generate(ours, idx, 3, attention_mask=torch.tensor([[1, 1, 1], [1, 1, 0]]))
