@@ -1,13 +1,15 @@
 """Hidden benchmarks for milestone 07 at GPT-2 124M with random weights (speed does not depend on the weights).
 
-Every figure is a ratio of two runs made in the same test, interleaved, the best of up to two rounds each (noise only
-ever adds time; the second round is skipped when the first clears the threshold by 10%). Thresholds are in
-course.toml; the tokens are checked too, so a fast wrong loop gets no points.
+Every figure is a ratio of two runs made in the same test, interleaved, the best of up to two rounds each (three for
+the short prefill; noise only ever adds time, and a later round is skipped once the ratio clears the threshold by
+10%). Everything runs on one thread, as 06's benchmark does: the figures then do not depend on how many threads the
+grader gives (`llmfs grade-all --jobs 2` on 2 cores gives one each), and no run waits on a descheduled second thread.
+Thresholds are in course.toml; the tokens are checked too, so a fast wrong loop gets no points.
 
     cached / uncached         256 new tokens, fp32: the learner's cache against the reference 06 loop without one
     prefill / Hugging Face    512 prompt tokens, fp32: forward_cached against GPT2LMHeadModel with its cache
     bf16 / Hugging Face       256 new tokens, both in bfloat16 with their caches
-    bf16 / fp32               256 new tokens, the learner's cached decoding in both dtypes
+    bf16 / fp32               a batch of 8, 128 new tokens, the learner's cached decoding in both dtypes
     batch 8 / batch 1         tokens/s counting every row, bfloat16
 """
 
@@ -59,21 +61,27 @@ def smoke(decoding) -> dict[str, torch.nn.Module]:
 
 
 def race(runs: dict[str, Callable[[], torch.Tensor]], fast: str, slow: str, minimum: float,
-         benchmark) -> tuple[float, dict[str, torch.Tensor]]:
-    """Best time of each run, interleaved, up to two rounds: (time of `slow` / time of `fast`, the outputs)."""
+         benchmark, attempts: int = 2) -> tuple[float, dict[str, torch.Tensor]]:
+    """Best time of each run, interleaved, up to `attempts` rounds, on one thread: (time of `slow` / time of `fast`,
+    the outputs)."""
     best = dict.fromkeys(runs, float("inf"))
     outputs: dict[str, torch.Tensor] = {}
 
     def rounds() -> None:
-        for attempt in range(2):
-            for name in runs if attempt == 0 else reversed(list(runs)):
+        for attempt in range(attempts):
+            for name in runs if attempt % 2 == 0 else reversed(list(runs)):
                 start = time.perf_counter()
                 outputs[name] = runs[name]()
                 best[name] = min(best[name], time.perf_counter() - start)
             if best[slow] / best[fast] >= 1.1 * minimum:
                 break
 
-    benchmark.pedantic(rounds, rounds=1, iterations=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        benchmark.pedantic(rounds, rounds=1, iterations=1)
+    finally:
+        torch.set_num_threads(threads)
     benchmark.extra_info.update({f"{name}_s": seconds for name, seconds in best.items()})
     benchmark.extra_info["ratio"] = best[slow] / best[fast]
     return best[slow] / best[fast], outputs
@@ -120,7 +128,7 @@ def test_prefill_is_as_fast_as_hugging_face(decoding, benchmark, leaderboard):
 
     runs = {"ours": lambda: decoding.prefill(ours, idx, 512)[0], "hf": hf_prefill}
     minimum = LIMITS["prefill_ratio_min"]
-    ratio, out = race(runs, "ours", "hf", minimum, benchmark)
+    ratio, out = race(runs, "ours", "hf", minimum, benchmark, attempts=3)
     assert torch.allclose(out["ours"], out["hf"], atol=1e-4), "prefill's last logits differ from Hugging Face's"
     leaderboard("prefill tokens/s / HF's (124M, 512 tokens)", ratio, order="desc")
     assert ratio >= minimum, (f"prefill runs at {ratio:.2f}x Hugging Face's tokens/s (at least {minimum}x): compute "
@@ -149,11 +157,12 @@ def test_bf16_cached_decoding_beats_hugging_face(decoding, benchmark, leaderboar
 @pytest.mark.task07_4
 @pytest.mark.points(2)
 def test_bf16_is_faster_than_fp32(decoding, benchmark, leaderboard):
-    """The learner's cached decoding, 256 new tokens at 124M: bfloat16 at least 1.3x the tokens/s of float32 (half the
-    bytes to read per token; this CPU has AVX512-BF16)"""
+    """The learner's cached decoding at 124M, a batch of 8 prompts, 128 new tokens: bfloat16 at least 1.3x the tokens/s
+    of float32 (half the bytes per weight, and on this CPU's AVX512-BF16 a multi-row step costs little more than one)"""
     models = smoke(decoding)
-    runs = {"bf16": lambda: decoding.generate(models["ours_bf16"], PROMPT, NEW),
-            "fp32": lambda: decoding.generate(models["ours"], PROMPT, NEW)}
+    batch = torch.randint(0, 50257, (8, 1), generator=torch.Generator().manual_seed(1))
+    runs = {"bf16": lambda: decoding.generate(models["ours_bf16"], batch, NEW // 2),
+            "fp32": lambda: decoding.generate(models["ours"], batch, NEW // 2)}
     minimum = LIMITS["bf16_speedup_min"]
     ratio, _ = race(runs, "bf16", "fp32", minimum, benchmark)
     leaderboard("bf16 / fp32 cached tokens/s (124M)", ratio, order="desc")
