@@ -53,3 +53,11 @@ def test_a_left_padded_batch_gives_each_prompt_its_own_tokens(decoding, gpt2):
     out = decoding.generate(model, idx, 10, attention_mask=mask)
     assert torch.equal(out[0], decoding.generate(model, idx[:1], 10)[0])
     assert torch.equal(out[1, 4:], decoding.generate(model, idx[1:, 3:], 10)[0, 1:])
+
+
+@pytest.mark.task07_3
+def test_check_attention_mask_rejects_right_padding(decoding):
+    idx = torch.tensor([[1, 2, 3], [0, 4, 5]])
+    assert decoding.check_attention_mask(idx, torch.tensor([[1, 1, 1], [0, 1, 1]])).dtype == torch.bool
+    with pytest.raises(ValueError, match="attention_mask"):
+        decoding.check_attention_mask(idx, torch.tensor([[1, 1, 1], [1, 1, 0]]))  # padding on the right
