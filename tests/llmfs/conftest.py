@@ -44,9 +44,9 @@ class Graded:
 def grade(llmfs, tmp_path: Path) -> Callable[..., Graded]:
     """grade(ROOT, *flags, cwd=course): `llmfs grade ROOT --json FILE`, which must exit 0, and its results."""
 
-    def run(root: Path, *extra: str, cwd: Path | None = None) -> Graded:
+    def run(root: Path, *extra: str, cwd: Path | None = None, timeout: float = 300) -> Graded:
         out = tmp_path / "results.json"
-        proc = llmfs("grade", str(root), "--json", str(out), *extra, **({"cwd": cwd} if cwd else {}))
+        proc = llmfs("grade", str(root), "--json", str(out), *extra, timeout=timeout, **({"cwd": cwd} if cwd else {}))
         assert proc.returncode == 0, proc.stdout + proc.stderr
         results = json.loads(out.read_text())
         return Graded(proc, results, {m["id"]: m for m in results["extra_data"]["milestones"]})

@@ -116,12 +116,12 @@ def test_07_results_page_from_a_small_model(course, tmp_path, monkeypatch):
         return results.kvcache.to_dtype(model, getattr(torch, dtype))
 
     monkeypatch.setattr(results, "model_124m", small)
-    monkeypatch.setattr(results, "LENGTHS", [16, 32, 299])
-    monkeypatch.setattr(results, "UNCACHED_MAX", 32)
+    monkeypatch.setattr(results, "LENGTHS", [16, 32, 299])  # uncached: batch 1 runs 16 and 32, batch 8 only 16
+    monkeypatch.setattr(results, "UNCACHED_MAX", {1: 32, 8: 16})
     out = tmp_path / "results"
     written = results.write_results(out)
     rows = written["rows"]
-    assert len(rows) == 4 * 3 + 2 * 2  # cached: 2 dtypes x 2 batch sizes x 3 lengths; uncached: 2 dtypes x 2 lengths
+    assert len(rows) == 4 * 3 + 2 * 2 + 2 * 1  # cached: 2 dtypes x 2 batches x 3 lengths; uncached: 2 + 1 lengths
     assert all(r["tokens_per_s"] > 0 for r in rows)
     assert {r["cache_mib"] for r in rows if not r["cached"]} == {0.0}
     table = (out / "results.md").read_text()
