@@ -85,7 +85,7 @@ def plot(rows: list[dict], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     save_figure = dependency("02", "train").save_figure
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for name in dict.fromkeys(label(r) for r in rows):
         line = [r for r in rows if label(r) == name]
         ax.plot([r["new_tokens"] for r in line], [r["tokens_per_s"] for r in line], marker="o",
@@ -95,7 +95,8 @@ def plot(rows: list[dict], out: Path) -> Path:
     ax.set_xlabel("new tokens (1-token prompt)")
     ax.set_ylabel("tokens/s (all rows)")
     ax.set_title("GPT-2 124M on this machine: the KV cache, bfloat16 and batching", fontsize=11)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the plot: no line hidden
+    fig.tight_layout()
     ax.grid(alpha=0.3, which="both")
     path = out / "tokens_per_s.png"
     save_figure(fig, path)  # milestone 02's: atomic
