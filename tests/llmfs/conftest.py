@@ -67,8 +67,9 @@ def copy_of_solutions(course: Course, tmp_path: Path) -> Callable[[str], Path]:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The default run leaves out the `slow` tests (every task replayed, the mutants, the cpu-small training run);
-    the README's test command and CI run them afterwards with `pytest -m slow`. Any `-m` selects as usual."""
+    """The default run leaves out the `slow` tests (the whole course graded with the reference, every task replayed,
+    the mutants, the cpu-small training run); the README's test command and CI run them afterwards with
+    `pytest -m slow`. Any `-m` selects as usual."""
     if config.option.markexpr:
         return
     slow = [item for item in items if item.get_closest_marker("slow")]

@@ -45,6 +45,7 @@ GRADESCOPE_SCHEMA = {
 }
 
 
+@pytest.mark.slow  # about 6 minutes: the whole course's hidden tests and benchmarks, as a learner's grade runs them
 def test_reference_is_complete_with_full_points(course, grade):
     # every milestone of the manifest (about 6 minutes), within the grader's own wall-clock limits
     graded = grade(course.solutions, timeout=sum(m.time_limit_s for m in course.milestones))
