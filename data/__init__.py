@@ -9,6 +9,12 @@ Lookup order: $LLMFS_DATA, the mirrors named in course.toml (`data_mirrors`), th
 against the sha256 in registry.toml before it is used. A download goes to a `.part-*` file and is
 renamed into place only once its size and hash are right, so an interrupted or corrupt download never
 leaves a file that looks complete.
+
+A *built* dataset (`build = "08/pair"` in the registry: milestone 08's pair.py) is made by course code instead of
+downloaded: milestone 08's draft/target pair. Its module's `build_key()` hashes everything that decides it, and
+`build(folder)` writes the files with that key in `build-key.txt` and renames the folder into place when done. It is
+found like any dataset when its files are there with the current key; otherwise it is built into the cache, one
+process at a time (a file lock), from the course's solutions/ (or, in a learner's release, milestones/).
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ class DataFile:
 
     @property
     def name(self) -> str:
-        return Path(self.path).name
+        """The path inside the dataset's folder: "input.txt", "target/last.pt"."""
+        return str(Path(*Path(self.path).parts[1:]))
 
 
 @dataclass(frozen=True)
@@ -59,19 +66,20 @@ class Dataset:
     description: str
     license: str
     files: tuple[DataFile, ...]
+    build: str = ""  # "NN/module": built by that course module instead of downloaded
 
     @property
     def folder(self) -> str:
-        return str(Path(self.files[0].path).parent)
+        return Path(self.files[0].path).parts[0]
 
 
 def _parse_registry(text: str) -> dict[str, Dataset]:
     registry = {}
     for name, raw in tomllib.loads(text).items():
-        files = tuple(DataFile(f["path"], f["url"], f.get("sha256", ""), f.get("size")) for f in raw["files"])
-        if len({str(Path(f.path).parent) for f in files}) != 1:
+        files = tuple(DataFile(f["path"], f.get("url", ""), f.get("sha256", ""), f.get("size")) for f in raw["files"])
+        if len({Path(f.path).parts[0] for f in files}) != 1 or any(len(Path(f.path).parts) < 2 for f in files):
             raise DataError(f"registry: the files of {name} must share one folder")
-        registry[name] = Dataset(name, raw.get("description", ""), raw.get("license", ""), files)
+        registry[name] = Dataset(name, raw.get("description", ""), raw.get("license", ""), files, raw.get("build", ""))
     return registry
 
 
@@ -130,10 +138,50 @@ def is_valid(path: Path, spec: DataFile) -> bool:
 def locate(name: str) -> Path | None:
     """The folder of dataset `name` under the first data root holding all its files intact, or None."""
     ds = dataset(name)
+    key = builder(ds).build_key() if ds.build else None
     for root in search_roots():
-        if all(is_valid(root / f.path, f) for f in ds.files):
+        if all(is_valid(root / f.path, f) for f in ds.files) and (key is None or _built_key(root / ds.folder) == key):
             return root / ds.folder
     return None
+
+
+BUILD_KEY_FILE = "build-key.txt"
+
+
+def _built_key(folder: Path) -> str | None:
+    try:
+        return (folder / BUILD_KEY_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+
+
+def builder(ds: Dataset):
+    """The course module that builds dataset `ds`: from the course's solutions/, else its milestones/."""
+    from llmfs.loader import load_module
+
+    milestone, module = ds.build.split("/")
+    course = load_course()
+    for root in (course.solutions, course.milestones):
+        if (root / milestone / f"{module}.py").is_file():
+            return load_module(root, milestone, module, ["build", "build_key"])
+    raise DataError(f"dataset {ds.name} is built by {milestone}/{module}.py, which this course does not have")
+
+
+def build(name: str, *, progress: bool = True) -> Path:
+    """Build dataset `name` into the cache (one process at a time) unless a current copy is found."""
+    from filelock import FileLock
+
+    ds = dataset(name)
+    target = cache_dir() / ds.folder
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(target) + ".lock"):
+        if found := locate(name):  # another process built it while this one waited
+            return found
+        print(f"building dataset {name} (once; {ds.description})", file=sys.stderr)
+        builder(ds).build(target, progress=progress)
+    if (found := locate(name)) is None:
+        raise DataError(f"building {name} did not leave its files and key in {target}")
+    return found
 
 
 def download(url: str, dest: Path, *, sha256: str = "", size: int | None = None,
@@ -180,6 +228,8 @@ def fetch(name: str, *, progress: bool = True) -> Path:
     if found := locate(name):
         return found
     ds = dataset(name)
+    if ds.build:
+        return build(name, progress=progress)
     root = cache_dir()
     for f in ds.files:
         target = root / f.path

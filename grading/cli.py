@@ -152,8 +152,9 @@ def _data(args: argparse.Namespace, console: Console) -> int:
     if args.data_command == "list":
         for name, ds in sorted(registry().items()):
             where = locate(name)
-            console.print(f"[bold]{name}[/]  {ds.description}\n    "
-                          f"{'found at ' + str(where) if where else 'not downloaded'}", highlight=False)
+            missing = "not built yet" if ds.build else "not downloaded"
+            console.print(f"[bold]{name}[/]  {ds.description}\n    {'found at ' + str(where) if where else missing}",
+                          highlight=False)
     elif args.data_command == "fetch":
         for name in args.names:
             console.print(f"{name}: {fetch(name)}", highlight=False)

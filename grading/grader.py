@@ -394,14 +394,34 @@ def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResul
     return PARTIAL, f"{first.name}: {first.message.splitlines()[0] if first.message else 'failed'}"
 
 
-def fetch_datasets(milestones: list[Milestone]) -> None:
+def fetch_datasets(milestones: list[Milestone], skip_built: bool = False) -> None:
     """Fetch every dataset the milestones declare, here in the parent and before any test runs: a missing
-    dataset is the grading machine's problem, so it must not cost a learner points or test time."""
+    dataset is the grading machine's problem, so it must not cost a learner points or test time. Datasets that are
+    built (minutes of training: milestone 08's pair) are skipped with `skip_built`."""
     for name in dict.fromkeys(d for m in milestones for d in m.datasets):
+        if skip_built and data.dataset(name).build:
+            continue
         try:
             data.fetch(name)
         except data.DataError as e:
             raise GraderError(f"cannot grade without dataset {name!r}: {e}") from e
+
+
+def untouched(course: Course, m: Milestone, root: Path) -> bool:
+    """True when every file of milestone `m` under `root` is still exactly the stub that `llmfs stubs` makes from
+    the course's solutions (False without solutions: a learner's release cannot tell)."""
+    from llmfs.stubs import make_stub
+
+    if not (course.solutions / m.id).is_dir() or root == course.solutions.resolve():
+        return False
+    for module in m.modules:
+        solution = (course.solutions / m.id / f"{module}.py").read_text(encoding="utf-8")
+        if SOLUTION_BEGIN not in solution:
+            continue
+        mine = root / m.id / f"{module}.py"
+        if not mine.is_file() or mine.read_text(encoding="utf-8") != make_stub(solution, m.id, f"{module}.py"):
+            return False
+    return True
 
 
 def _without_own_solution(walls: Walls, course: Course, m: Milestone) -> Walls:
@@ -425,10 +445,12 @@ def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
     if not root.is_dir():
         raise GraderError(f"implementation root {root} does not exist")
     chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
-    if fetch:
-        fetch_datasets(chosen)
+    if fetch:  # everything that downloads, before any test; built datasets just before their milestone
+        fetch_datasets(chosen, skip_built=True)
     results = []
     for m in chosen:
+        if fetch:  # a milestone not started fails as stubs without its built data (08's pair: minutes)
+            fetch_datasets([m], skip_built=untouched(course, m, root))
         on_progress = progress(m) if progress else None
         results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress,
                                        _without_own_solution(walls, course, m)))

@@ -94,7 +94,7 @@ def test_the_registry_pins_every_file():
     for name, ds in registry().items():
         assert ds.description and ds.license, name
         for f in ds.files:
-            assert f.url.startswith("https://"), f.url
+            assert f.url.startswith("https://") or (ds.build and not f.url), f"{name}: {f.url!r}"
             assert f.sha256 == "" or re.fullmatch(r"[0-9a-f]{64}", f.sha256), f
             assert f.sha256 == "" or f.size, f"{name}: a pinned file also needs its size"
     pinned = [n for n, ds in registry().items() if all(f.sha256 for f in ds.files)]
@@ -135,3 +135,68 @@ def test_gpt2_tokenizers_agree_on_shakespeare():
     lines = text.splitlines(keepends=True)[:3000]
     assert [enc.encode_ordinary(line) for line in lines] == [hf.encode(line) for line in lines]
     assert len(enc.encode_ordinary(text)) == 338_025  # the count published with the data
+
+
+class ToyBuilder:
+    """Stands in for a course module that builds a dataset (08's pair.py): counts its builds, can crash."""
+
+    def __init__(self, key: str = "k1", crash: bool = False) -> None:
+        self.key, self.crash, self.builds = key, crash, 0
+
+    def build_key(self) -> str:
+        return self.key
+
+    def build(self, folder, progress=True):
+        self.builds += 1
+        work = folder.with_name(folder.name + ".partial")
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "model.pt").write_text("weights")
+        if self.crash:
+            raise RuntimeError("killed mid-build")
+        (work / "build-key.txt").write_text(self.key)
+        work.rename(folder)
+        return folder
+
+
+def test_a_built_dataset_is_built_once_found_again_and_rebuilt_when_its_key_changes(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("LLMFS_DATA", raising=False)
+    toy = Dataset("toy-built", "a toy", "MIT", (DataFile("toy-built/model.pt", "", "", None),), build="99/toy")
+    monkeypatch.setattr(data, "registry", lambda: {"toy-built": toy})
+    monkeypatch.setattr(data, "search_roots", lambda: [tmp_path / "cache"])
+    builder = ToyBuilder()
+    monkeypatch.setattr(data, "builder", lambda ds: builder)
+    folder = fetch("toy-built", progress=False)
+    assert (folder / "model.pt").read_text() == "weights" and builder.builds == 1
+    assert fetch("toy-built", progress=False) == folder and builder.builds == 1, "a current build is reused"
+    builder.key = "k2"  # the course code or the settings changed
+    import shutil
+
+    shutil.rmtree(folder)  # (the toy builder renames into place; the real one replaces an old folder itself)
+    fetch("toy-built", progress=False)
+    assert builder.builds == 2 and (folder / "build-key.txt").read_text() == "k2"
+
+
+def test_a_crashed_build_leaves_nothing_that_looks_built(tmp_path, monkeypatch):
+    monkeypatch.setenv("LLMFS_CACHE", str(tmp_path / "cache"))
+    toy = Dataset("toy-built", "a toy", "MIT", (DataFile("toy-built/model.pt", "", "", None),), build="99/toy")
+    monkeypatch.setattr(data, "registry", lambda: {"toy-built": toy})
+    monkeypatch.setattr(data, "search_roots", lambda: [tmp_path / "cache"])
+    monkeypatch.setattr(data, "builder", lambda ds: ToyBuilder(crash=True))
+    with pytest.raises(RuntimeError, match="killed"):
+        fetch("toy-built", progress=False)
+    assert data.locate("toy-built") is None, "a half-built dataset must not be found"
+    monkeypatch.setattr(data, "builder", lambda ds: ToyBuilder())
+    assert (fetch("toy-built", progress=False) / "model.pt").is_file()
+
+
+def test_the_pair_key_covers_the_code_it_runs():
+    from llmfs.course import load_course
+    from llmfs.loader import load_module
+
+    course = load_course()
+    pair = load_module(course.solutions, "08", "pair", course.milestone("08").api["pair"])
+    key = pair.build_key()
+    assert key == pair.build_key() and len(key) == 16
+    sources = {f"{m}/{mod}" for m, mod in pair.SOURCES}
+    assert {"04/fastbpe", "05/gpt2", "05/train", "05/data"} <= sources, "the key must change with the code it runs"
