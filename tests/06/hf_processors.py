@@ -103,3 +103,11 @@ def counts_by_loop(tokens: torch.Tensor, vocab_size: int, mask: torch.Tensor | N
 def openai_penalties(logits: torch.Tensor, counts: torch.Tensor, presence: float, frequency: float) -> torch.Tensor:
     """The OpenAI API's formula, as its documentation writes it: mu[j] - c[j] * a_freq - float(c[j] > 0) * a_pres."""
     return logits.double() - counts * frequency - (counts > 0).double() * presence
+
+
+def chi_square_p_value(observed: torch.Tensor, expected: torch.Tensor) -> float:
+    """Pearson's chi-square test of counts against expected counts: the upper tail of chi2(df = cells - 1),
+    Q(df/2, x/2) with torch's regularized incomplete gamma function."""
+    statistic = ((observed - expected) ** 2 / expected).sum()
+    df = observed.numel() - 1
+    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), statistic / 2))

@@ -354,14 +354,6 @@ def test_process_logits_greedy_penalizes_but_never_warps(sampling):
     torch.testing.assert_close(ours, generated_only, atol=1e-5, rtol=1e-6)
 
 
-def chi_square_p_value(observed: torch.Tensor, expected: torch.Tensor) -> float:
-    """Pearson's chi-square test of counts against expected counts: the upper tail of chi2(df = cells - 1),
-    Q(df/2, x/2) with torch's regularized incomplete gamma function."""
-    statistic = ((observed - expected) ** 2 / expected).sum()
-    df = observed.numel() - 1
-    return float(torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), statistic / 2))
-
-
 @pytest.mark.task06_4
 @pytest.mark.points(4)
 def test_the_sampler_draws_from_the_processed_distribution(sampling):
@@ -391,7 +383,7 @@ def test_the_sampler_draws_from_the_processed_distribution(sampling):
     assert counts[never].sum() == 0, f"tokens {never.tolist()} have probability 0 after the processors but were " \
                                      f"drawn {int(counts[never].sum())} times"
     support = probs > 0
-    p_value = chi_square_p_value(counts[support], probs[support] * n)
+    p_value = ref.chi_square_p_value(counts[support], probs[support] * n)
     assert p_value >= LIMITS["chi_square_p_min"], (
         f"the draws do not follow the processed distribution (chi-square p = {p_value:.2g}): expected frequencies "
         f"{[round(v, 4) for v in probs[support].tolist()]}, drawn {[round(v / n, 4) for v in counts[support].tolist()]}"

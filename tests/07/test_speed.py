@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import copy
 import functools
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ import torch
 
 from llmfs.course import load_course
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture, thresholds
+from llmfs.testing import implementation_fixture, race, thresholds
 
 decoding = implementation_fixture("07", "decoding")
 kvcache = implementation_fixture("07", "kvcache")
@@ -58,33 +56,6 @@ def smoke(decoding) -> dict[str, torch.nn.Module]:
     tiny = hf_ref.ours_for(gpt2, hf_ref.random_hf_gpt2(1, 1, 16, 8, 11))
     decoding.generate(tiny, torch.tensor([[1]]), 2)
     return models_124m()
-
-
-def race(runs: dict[str, Callable[[], torch.Tensor]], fast: str, slow: str, minimum: float,
-         benchmark, attempts: int = 2) -> tuple[float, dict[str, torch.Tensor]]:
-    """Best time of each run, interleaved, up to `attempts` rounds, on one thread: (time of `slow` / time of `fast`,
-    the outputs)."""
-    best = dict.fromkeys(runs, float("inf"))
-    outputs: dict[str, torch.Tensor] = {}
-
-    def rounds() -> None:
-        for attempt in range(attempts):
-            for name in runs if attempt % 2 == 0 else reversed(list(runs)):
-                start = time.perf_counter()
-                outputs[name] = runs[name]()
-                best[name] = min(best[name], time.perf_counter() - start)
-            if best[slow] / best[fast] >= 1.1 * minimum:
-                break
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        benchmark.pedantic(rounds, rounds=1, iterations=1)
-    finally:
-        torch.set_num_threads(threads)
-    benchmark.extra_info.update({f"{name}_s": seconds for name, seconds in best.items()})
-    benchmark.extra_info["ratio"] = best[slow] / best[fast]
-    return best[slow] / best[fast], outputs
 
 
 def hf_generate(hf, idx, n, **settings):
