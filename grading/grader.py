@@ -365,7 +365,8 @@ def _signal_name(number: int) -> str:
 
 def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResult], returncode: int,
             collect_errors: list[dict]) -> tuple[str, str]:
-    failed = [t for t in result.tests if t.outcome == "failed"]
+    order = {task: i for i, task in enumerate(result.milestone.tasks)}  # "write X next" follows the tasks
+    failed = sorted((t for t in result.tests if t.outcome == "failed"), key=lambda t: order.get(t.task, len(order)))
     if collect_errors:  # the hidden tests' fault, not the learner's; the tests that did run still count
         first = collect_errors[0]
         return ERROR, (f"hidden test file {first['nodeid']} could not be collected (tell your instructor):\n"
@@ -394,14 +395,14 @@ def _status(result: MilestoneResult, timed_out: bool, unfinished: list[TestResul
     return PARTIAL, f"{first.name}: {first.message.splitlines()[0] if first.message else 'failed'}"
 
 
-def fetch_datasets(milestones: list[Milestone], skip_built: bool = False) -> None:
+def fetch_datasets(milestones: list[Milestone], built: bool = False) -> None:
     """Fetch every dataset the milestones declare, here in the parent and before any test runs: a missing
-    dataset is the grading machine's problem, so it must not cost a learner points or test time. Datasets that are
-    built (minutes of training: milestone 08's pair) are skipped with `skip_built`."""
+    dataset is the grading machine's problem, so it must not cost a learner points or test time. `built=False`
+    fetches the downloaded ones, `built=True` the built ones (minutes of training: milestone 08's pair)."""
     for name in dict.fromkeys(d for m in milestones for d in m.datasets):
-        if skip_built and data.dataset(name).build:
-            continue
         try:
+            if bool(data.dataset(name).build) != built:
+                continue
             data.fetch(name)
         except data.DataError as e:
             raise GraderError(f"cannot grade without dataset {name!r}: {e}") from e
@@ -446,11 +447,11 @@ def grade(course: Course, root: Path, milestone_ids: list[str] | None = None,
         raise GraderError(f"implementation root {root} does not exist")
     chosen = [course.milestone(i) for i in milestone_ids] if milestone_ids else list(course.milestones)
     if fetch:  # everything that downloads, before any test; built datasets just before their milestone
-        fetch_datasets(chosen, skip_built=True)
+        fetch_datasets(chosen)
     results = []
     for m in chosen:
-        if fetch:  # a milestone not started fails as stubs without its built data (08's pair: minutes)
-            fetch_datasets([m], skip_built=untouched(course, m, root))
+        if fetch and not untouched(course, m, root):  # untouched stubs fail without it (08's pair: minutes)
+            fetch_datasets([m], built=True)
         on_progress = progress(m) if progress else None
         results.append(grade_milestone(course, m, root, Limits.of(m, **(limits or {})), on_progress,
                                        _without_own_solution(walls, course, m)))

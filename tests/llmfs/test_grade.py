@@ -336,3 +336,18 @@ def test_declared_datasets_are_fetched_once_in_the_parent(course, monkeypatch):
     monkeypatch.setattr(grader, "grade_milestone", lambda *a, **kw: None)
     grader.grade(course, course.solutions, ["01", "01"])
     assert asked == ["tinyshakespeare"]
+
+
+def test_a_built_dataset_is_built_just_before_its_milestone_and_never_for_untouched_stubs(course, monkeypatch):
+    """08's pair takes minutes to train: grading untouched stubs never builds it, and otherwise it is built after
+    the milestones before 08 have been graded, not before the first one"""
+    from llmfs import data, grader
+
+    events = []
+    monkeypatch.setattr(data, "fetch", lambda name, **kw: events.append(name))
+    monkeypatch.setattr(grader, "grade_milestone", lambda course, m, *a, **kw: events.append(f"graded {m.id}"))
+    grader.grade(course, course.milestones_dir, ["07", "08"])
+    assert "speculative-pair" not in events, f"untouched stubs made the grader build the pair: {events}"
+    events.clear()
+    grader.grade(course, course.solutions, ["07", "08"])
+    assert events == ["graded 07", "speculative-pair", "graded 08"], events
