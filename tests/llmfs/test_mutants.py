@@ -114,7 +114,33 @@ CACHE = [  # milestone 07: a cache, positions or masks wrong in one place (sever
     ("decoding", "generators not passed on", "sampling.sample_next_token(logits, generator)",
      "sampling.sample_next_token(logits)", "per_row_generators", "the generators passed on"),
 ]
-MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING] + [("07", *m) for m in CACHE]
+SPECULATIVE = [  # milestone 08: the rejection rule, the caches or the batch layout wrong in one place
+    ("verify", "residual drawn from p", "next_probs = residual(target_probs[rows, accepted], q_padded[rows, accepted])",
+     "next_probs = target_probs[rows, accepted]", "comes_from_the_residual", "that is a draw from p itself"),
+    ("verify", "no bonus token", "    next_probs = residual(target_probs[rows, accepted], q_padded[rows, accepted])",
+     "    last = accepted.clamp(max=g - 1)\n    next_probs = residual(target_probs[rows, last], q_padded[rows, last])",
+     "bonus_token or own_draft", "the bonus token"),
+    ("verify", "accepted with probability q/p", "ok = uniforms[:, :g] * q < p", "ok = uniforms[:, :g] * p < q",
+     "p_over_q", "min(1, p/q), not q/p"),
+    ("verify", "every acceptance counted, not the leading run", "accepted = ok.long().cumprod(dim=1).sum(dim=1)",
+     "accepted = ok.long().sum(dim=1)", "leading_run", "ending the round"),
+    ("verify", "greedy next token from the last position",
+     "return accepted, best.gather(1, accepted[:, None]).squeeze(1)", "return accepted, best[:, -1]",
+     "greedy_verification", "next token"),
+    ("speculative", "the draft's cache not rolled back",
+     "        self.draft_cache.rollback(min(self.draft_cache.length, self.length - 1))\n", "",
+     "fresh_forwards", "roll the draft's cache back"),
+    ("speculative", "the target's cache not rolled back", "        self.target_cache.rollback(self.length - 1)\n", "",
+     "fresh_forwards", "the target's"),
+    ("speculative", "draft tokens chosen by argmax while sampling", "token = sampling.draw(q, self.generator)",
+     "token = q.argmax(dim=-1)", "sampled_sequences and plain", "do not follow the target's distribution"),
+    ("speculative", "holes not masked", "return torch.arange(n, device=accepted.device)[None, :] < accepted[:, None]",
+     "return torch.ones(accepted.size(0), n, dtype=torch.bool)", "left_padded_batch", "Mask each row's rejected"),
+    ("speculative", "draft positions count the holes", "self.pos[:, L + i] = self.count + i",
+     "self.pos[:, L + i] = L + i", "left_padded_batch", "position ids"),
+]
+MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING] + [("07", *m) for m in CACHE] + [
+    ("08", *m) for m in SPECULATIVE]
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
-"""Milestones 06 and 07's command lines as a learner runs them (reference solution): generate from 05's and 02's
-checkpoints, a cached batch of prompts, clear errors, and the results pages."""
+"""Milestones 06, 07 and 08's command lines as a learner runs them (reference solution): generate from 05's and 02's
+checkpoints, a cached batch of prompts, 08's pair built and used, clear errors, and the results pages."""
 
 from __future__ import annotations
 
@@ -128,3 +128,58 @@ def test_07_results_page_from_a_small_model(course, tmp_path, monkeypatch):
     assert "| cached, bfloat16, batch 8 |" in table and "| uncached, float32, batch 1 |" in table and "—" in table
     assert (out / "tokens_per_s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads((out / "results.json").read_text())["rows"] == rows
+
+
+# ---------------------------------------------------------------------------------------------- milestone 08
+
+
+@pytest.fixture(scope="module")
+def tiny_pair(course, tmp_path_factory):
+    """08's pair built by its command line with 3 training steps: the real recipe, seconds instead of minutes."""
+    folder = tmp_path_factory.mktemp("pair") / "speculative-pair"
+    built = run(course, "08/speculative.py", "pair", "--out", str(folder), "--max-steps", "3")
+    assert built.returncode == 0, built.stderr[-3000:]
+    assert "target 6 layers x 256" in built.stdout and "alpha" in built.stdout, built.stdout
+    info = json.loads((folder / "pair.json").read_text())
+    assert info["training"]["max_steps"] == 3 and (folder / "build-key.txt").is_file()
+    assert not list(folder.parent.glob("*.partial-*")), "the build folder must be renamed into place"
+    return folder
+
+
+def test_08_generates_a_batch_with_the_pair(course, tiny_pair):
+    """08's generate: two prompts as one batch, greedy; each text equals 07's greedy decoding of the target alone"""
+    args = ["generate", "--pair", str(tiny_pair), "--greedy", "--max-new-tokens", "10", "--gamma", "3"]
+    proc = run(course, "08/speculative.py", *args, "--prompt", "Once upon a time", "--prompt", "Tom")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    texts = texts_by_prompt(proc.stdout.split("\n", 1)[1].rsplit("\n", 2)[0] + "\n")
+    assert list(texts) == ["'Once upon a time'", "'Tom'"], proc.stdout
+    assert "target passes" in proc.stdout and "tokens per pass" in proc.stdout
+    from llmfs.loader import load_module
+
+    pairs = load_module(course.solutions, "08", "pair", course.milestone("08").api["pair"])
+    decoding = load_module(course.solutions, "07", "decoding", course.milestone("07").api["decoding"])
+    pair = pairs.load_pair(tiny_pair)
+    ids = [pair.eos_token_id, *pair.tokenizer.encode_ordinary("Tom")]
+    alone = decoding.generate(pair.target, torch.tensor([ids]), 10, eos_token_id=pair.eos_token_id)[0, len(ids):]
+    expected = pair.tokenizer.decode([t for t in alone.tolist() if t != pair.eos_token_id])
+    assert texts["'Tom'"] == "Tom" + expected
+
+
+@pytest.mark.parametrize("args,words", [(["--gamma", "0"], "gamma"), (["--max-new-tokens", "500"], "block_size"),
+                                        (["--dtype", "int8"], "invalid choice")])
+def test_08_stops_with_a_message_naming_the_problem(course, tiny_pair, args, words):
+    proc = run(course, "08/speculative.py", "generate", "--pair", str(tiny_pair), "--prompt", "Once", *args)
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_08_results_page_from_a_tiny_pair(course, tiny_pair, tmp_path):
+    """The results page's flow (measure, predicted speed-up, table, plot, atomic writes) on the 3-step pair"""
+    out = tmp_path / "results"
+    proc = run(course, "08/speculative.py", "results", "--pair", str(tiny_pair), "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    assert [(r["dtype"], r["gamma"]) for r in rows] == [(d, g) for d in ("float32", "bfloat16") for g in (1, 2, 4)]
+    for r in rows:
+        assert 1 <= r["tokens_per_call"] <= r["gamma"] + 1 and 0 <= r["alpha"] <= 1 and r["predicted"] > 0, r
+    assert "| bfloat16 | 4 |" in (out / "results.md").read_text()
+    assert (out / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
