@@ -4,7 +4,8 @@
 its nonlinear range (with GPT-2's own std 0.02 init, GELU with and without tanh differ by 1e-6 at the logits,
 and a test could not tell them apart). `load_into` copies its weights into a learner's model with a conversion
 written here, independently of the learner's `from_hf`. `first_divergence` runs both models with forward hooks
-and names the first module whose output differs.
+and names the first module whose output differs. `FeedCounter` records what reaches a model's token embedding, so 07's
+and 08's tests can tell a cached loop from one that runs the whole context again.
 """
 
 from __future__ import annotations
@@ -155,3 +156,18 @@ def left_padded(lengths: list[int], vocab: int, seed: int = 0, pad: int = 0) -> 
         idx[row, T - n:] = random_prompts(1, n, vocab, seed + row)[0]
         mask[row, T - n:] = 1
     return idx, mask
+
+
+class FeedCounter:
+    """Records the shape of every idx that reaches the model's token embedding."""
+
+    def __init__(self, model) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        self.handle = model.transformer.wte.register_forward_hook(
+            lambda _m, args, _out: self.shapes.append(tuple(args[0].shape)))
+
+    def __enter__(self) -> FeedCounter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.handle.remove()

@@ -45,21 +45,6 @@ def hf_generate(hf, idx, max_new_tokens, seed=None, eos=EOS, attention_mask=None
                        **settings)
 
 
-class FeedCounter:
-    """Records the shape of every idx that reaches the model's token embedding."""
-
-    def __init__(self, model) -> None:
-        self.shapes: list[tuple[int, ...]] = []
-        self.handle = model.transformer.wte.register_forward_hook(
-            lambda _m, args, _out: self.shapes.append(tuple(args[0].shape)))
-
-    def __enter__(self) -> FeedCounter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
 # ---------------------------------------------------------------------------------------------- task07_2
 
 
@@ -85,7 +70,7 @@ def test_one_prefill_then_one_token_per_step(decoding):
     prefill and n - 1 single-token steps (none after the last token)"""
     _, ours = twins(seed=1)
     idx = hf_ref.random_prompts(3, 7, 97, 1)
-    with FeedCounter(ours) as fed:
+    with hf_ref.FeedCounter(ours) as fed:
         decoding.generate(ours, idx, 10)
     expected = [(3, 7)] + [(3, 1)] * 9
     if fed.shapes != expected:

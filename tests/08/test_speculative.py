@@ -57,21 +57,6 @@ def prompt(length: int, vocab: int = 97, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(seed))
 
 
-class FeedCounter:
-    """Records the shape of every idx that reaches a model's token embedding."""
-
-    def __init__(self, model) -> None:
-        self.shapes: list[tuple[int, ...]] = []
-        self.handle = model.transformer.wte.register_forward_hook(
-            lambda _m, args, _out: self.shapes.append(tuple(args[0].shape)))
-
-    def __enter__(self) -> FeedCounter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.handle.remove()
-
-
 def assert_same(ours: torch.Tensor, expected: torch.Tensor, what: str) -> None:
     assert ours.shape == expected.shape, f"{what}: shape {tuple(ours.shape)}, expected {tuple(expected.shape)}"
     if not torch.equal(ours, expected):
@@ -103,7 +88,7 @@ def test_the_target_as_its_own_draft_yields_gamma_plus_one_tokens_per_target_pas
     hf, target = twins()
     _, draft = twins()
     idx, n = prompt(4), 28
-    with FeedCounter(target) as counter:
+    with hf_ref.FeedCounter(target) as counter:
         ours = speculative.speculative_generate(target, draft, idx, n, gamma)
     assert_same(ours, hf_greedy(hf, idx, n), f"speculative_generate(gamma={gamma}) with draft = target")
     passes = [s for s in counter.shapes if s != (1, idx.size(1) - 1)]  # the prefill of the prompt is extra
