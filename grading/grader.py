@@ -409,12 +409,20 @@ def fetch_datasets(milestones: list[Milestone], built: bool = False) -> None:
 
 
 def untouched(course: Course, m: Milestone, root: Path) -> bool:
-    """True when every file of milestone `m` under `root` is still exactly the stub that `llmfs stubs` makes from
-    the course's solutions (False without solutions: a learner's release cannot tell)."""
+    """True when every file of milestone `m` under `root` is still exactly its stub: the one `llmfs stubs` makes from
+    the course's solutions, or, in a learner's release (no solutions), the one whose hash `llmfs release` recorded."""
+    from llmfs.release import STUB_HASHES
     from llmfs.stubs import make_stub
 
-    if not (course.solutions / m.id).is_dir() or root == course.solutions.resolve():
+    if root == course.solutions.resolve():
         return False
+    if not (course.solutions / m.id).is_dir():
+        try:
+            hashes = json.loads((course.root / STUB_HASHES).read_text(encoding="utf-8"))[m.id]
+        except (OSError, ValueError, KeyError):
+            return False
+        return all((root / m.id / name).is_file() and data.sha256_of(root / m.id / name) == digest
+                   for name, digest in hashes.items())
     for module in m.modules:
         solution = (course.solutions / m.id / f"{module}.py").read_text(encoding="utf-8")
         if SOLUTION_BEGIN not in solution:

@@ -11,11 +11,13 @@ and says so; the instructor grades the same code with `llmfs grade-all`.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 from pathlib import Path
 
-from llmfs.course import Course, CourseError
+from llmfs.course import SOLUTION_BEGIN, Course, CourseError
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", ".benchmarks", "*.egg-info")
 LEARNER_WORKFLOW = Path(".github/workflows/learner.yml")
@@ -70,6 +72,20 @@ Every push runs `.github/workflows/learner.yml`: the public tests and a grade ta
 """
 
 
+STUB_HASHES = "stubs.json"  # in a release: how `llmfs grade` tells untouched stubs without the solutions
+
+
+def stub_hashes(course: Course, milestones: list) -> dict[str, dict[str, str]]:
+    """sha256 of every stub file as released, by milestone: {"08": {"verify.py": ...}} (files with solution regions)."""
+    hashes: dict[str, dict[str, str]] = {}
+    for m in milestones:
+        for module in m.modules:
+            if SOLUTION_BEGIN in (course.solutions / m.id / f"{module}.py").read_text(encoding="utf-8"):
+                stub = (course.milestones_dir / m.id / f"{module}.py").read_bytes()
+                hashes.setdefault(m.id, {})[f"{module}.py"] = hashlib.sha256(stub).hexdigest()
+    return hashes
+
+
 def release(course: Course, out: Path, upto: str | None = None) -> list[Path]:
     """Write the learner repository into `out` (which must be empty or absent); returns the files written."""
     ids = [m.id for m in course.milestones]
@@ -90,6 +106,7 @@ def release(course: Course, out: Path, upto: str | None = None) -> list[Path]:
     (out / "pyproject.toml").write_text(_pyproject((root / "pyproject.toml").read_text(encoding="utf-8")),
                                         encoding="utf-8")
     (out / "README.md").write_text(_readme(course, milestones), encoding="utf-8")
+    (out / STUB_HASHES).write_text(json.dumps(stub_hashes(course, milestones), indent=1) + "\n", encoding="utf-8")
     (out / ".gitignore").write_text((root / ".gitignore").read_text(encoding="utf-8") + ".hypothesis/\n",
                                     encoding="utf-8")
     workflow = out / LEARNER_WORKFLOW

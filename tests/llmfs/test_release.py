@@ -84,3 +84,21 @@ def test_llmfs_grade_grades_the_public_tests_in_a_release(venv: Path, released: 
     assert "Public tests" in proc.stdout
     summary = (released / "summary.md").read_text()
     assert "| 01 |" in summary and "one point per public test" in summary.lower()
+
+
+def test_a_release_tells_untouched_stubs_from_started_work(llmfs, tmp_path: Path) -> None:
+    """stubs.json holds the released stubs' hashes, so `llmfs grade` in a release (no solutions) still skips building
+    08's pair for an untouched 08, and builds it once the learner has started"""
+    from llmfs.course import load_course
+    from llmfs.grader import untouched
+
+    out = tmp_path / "whole-course"
+    proc = llmfs("release", str(out))
+    assert proc.returncode == 0, proc.stderr
+    learner = load_course(out)
+    assert not learner.solutions.exists()
+    eight = learner.milestone("08")
+    assert untouched(learner, eight, (out / "milestones").resolve())
+    verify = out / "milestones" / "08" / "verify.py"
+    verify.write_text(verify.read_text() + "\n# started\n")
+    assert not untouched(learner, eight, (out / "milestones").resolve())
