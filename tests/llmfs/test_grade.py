@@ -9,6 +9,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from llmfs.course import load_course
+
 # Gradescope's autograder results format (https://gradescope-autograders.readthedocs.io), as a JSON Schema.
 VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
 GRADESCOPE_SCHEMA = {
@@ -45,10 +47,15 @@ GRADESCOPE_SCHEMA = {
 }
 
 
-@pytest.mark.slow  # about 6 minutes: the whole course's hidden tests and benchmarks, as a learner's grade runs them
+COURSE_LIMIT_S = sum(m.time_limit_s for m in load_course().milestones)  # the grader's own wall-clock limits
+BUILD_ALLOWANCE_S = 1800  # building 08's pair first, when the default run's background build has not finished
+
+
+@pytest.mark.slow  # about 7 minutes: the whole course's hidden tests and benchmarks, as a learner's grade runs them
+@pytest.mark.timeout(COURSE_LIMIT_S + BUILD_ALLOWANCE_S)
 def test_reference_is_complete_with_full_points(course, grade):
-    # every milestone of the manifest (about 6 minutes), within the grader's own wall-clock limits
-    graded = grade(course.solutions, timeout=sum(m.time_limit_s for m in course.milestones))
+    # every milestone of the manifest (about 7 minutes, and 08's pair built if it is not yet)
+    graded = grade(course.solutions, timeout=COURSE_LIMIT_S + BUILD_ALLOWANCE_S)
     proc, results = graded.proc, graded.results
     jsonschema.validate(results, GRADESCOPE_SCHEMA)
     assert sorted(graded.milestones) == [m.id for m in course.milestones]
