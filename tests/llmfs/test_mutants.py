@@ -2,7 +2,8 @@
 
 Each mutant is the reference solution with one line changed, graded by the hidden tests of its task; the
 failure message must point at the right module (05: the hooks in tests/05/hf_reference.py compare every block)
-or name the mistake (06: the realistic sampling mistakes of tests/06/hf_processors.py).
+or name the mistake (06: the realistic sampling mistakes of tests/06/hf_processors.py; 07: the cache's positions and
+masks; 08: the residual drawn from p, no bonus token, a cache not rolled back, holes not masked, ...).
 """
 
 from __future__ import annotations
