@@ -161,7 +161,7 @@ def builder(ds: Dataset):
 
     milestone, module = ds.build.split("/")
     course = load_course()
-    for root in (course.solutions, course.milestones):
+    for root in (course.solutions, course.milestones_dir):
         if (root / milestone / f"{module}.py").is_file():
             return load_module(root, milestone, module, ["build", "build_key"])
     raise DataError(f"dataset {ds.name} is built by {milestone}/{module}.py, which this course does not have")

@@ -86,7 +86,7 @@ def test_llmfs_grade_grades_the_public_tests_in_a_release(venv: Path, released: 
     assert "| 01 |" in summary and "one point per public test" in summary.lower()
 
 
-def test_a_release_tells_untouched_stubs_from_started_work(llmfs, tmp_path: Path) -> None:
+def test_a_release_tells_untouched_stubs_from_started_work(llmfs, tmp_path: Path, monkeypatch) -> None:
     """stubs.json holds the released stubs' hashes, so `llmfs grade` in a release (no solutions) still skips building
     08's pair for an untouched 08, and builds it once the learner has started"""
     from llmfs.course import load_course
@@ -102,3 +102,8 @@ def test_a_release_tells_untouched_stubs_from_started_work(llmfs, tmp_path: Path
     verify = out / "milestones" / "08" / "verify.py"
     verify.write_text(verify.read_text() + "\n# started\n")
     assert not untouched(learner, eight, (out / "milestones").resolve())
+    from llmfs import data
+
+    monkeypatch.chdir(out)  # the release's own course: its pair is built by its milestones/08/pair.py
+    builder = data.builder(data.dataset("speculative-pair"))
+    assert Path(builder.__file__).resolve() == (out / "milestones" / "08" / "pair.py").resolve()
