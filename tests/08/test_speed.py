@@ -68,7 +68,7 @@ def test_greedy_tokens_per_target_pass(speculative, leaderboard):
         assert torch.equal(out, expected), "greedy speculative decoding on the pair differs from 07's greedy tokens"
         passes += stats.target_calls
     per_pass = len(prompts) * NEW / passes
-    leaderboard("08 tokens per target pass", round(per_pass, 2))
+    leaderboard("tokens per target pass", round(per_pass, 2), order="desc")
     assert per_pass >= LIMITS["tokens_per_call_min"], (
         f"{per_pass:.2f} tokens per target pass, below {LIMITS['tokens_per_call_min']}: accepted draft tokens must "
         "all be kept, plus one token from the target per pass")
@@ -89,7 +89,7 @@ def test_greedy_speculative_decoding_is_faster_than_07_in_bfloat16(speculative, 
 
     speedup, _ = race({"speculative": ours, "07": plain}, "speculative", "07", LIMITS["greedy_speedup_min"],
                       benchmark, attempts=3)
-    leaderboard("08 greedy speed-up (bf16)", round(speedup, 2))
+    leaderboard("greedy speed-up (bf16)", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["greedy_speedup_min"], (
         f"speculative greedy decoding is {speedup:.2f}x 07's cached decoding, below {LIMITS['greedy_speedup_min']}x: "
         "one target pass per round (not per token), the draft with its own cache, nothing recomputed")
@@ -117,7 +117,7 @@ def test_sampled_speculative_decoding_is_not_slower_than_07(speculative, benchma
     new = torch.cat([o[0, p.size(1):] for o, p in zip(outputs["speculative"], prompts, strict=True)])
     share = len(set(new.tolist())) / new.numel()
     assert share >= LIMITS["distinct_share_min"], f"the sampled text repeats itself ({share:.2f} distinct tokens)"
-    leaderboard("08 sampled speed-up", round(speedup, 2))
+    leaderboard("sampled speed-up", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["sampled_speedup_min"], (
         f"sampled speculative decoding is {speedup:.2f}x 07's, below {LIMITS['sampled_speedup_min']}x")
 
@@ -157,7 +157,7 @@ def test_as_fast_as_hugging_face_assisted_generation(speculative, benchmark, lea
                             attempts=3)
     for out, p in zip(outputs["hf"], prompts, strict=True):
         assert torch.equal(out, decoding07.generate(loaded.target, p, NEW)), "test setup: Hugging Face's twin differs"
-    leaderboard("08 speed over HF assisted generation", round(speedup, 2))
+    leaderboard("speed over HF assisted generation", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["hf_assisted_ratio_min"], (
         f"our speculative decoding is {speedup:.2f}x Hugging Face's assisted generation on the same pair, below "
         f"{LIMITS['hf_assisted_ratio_min']}x")

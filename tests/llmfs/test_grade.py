@@ -77,11 +77,14 @@ def test_reference_is_complete_with_full_points(course, grade):
         "05 tiny preset: training tokens/s", "05 tiny preset: validation loss", "06 processor chain time / HF's",
         "06 uncached generation tokens/s / HF's (124M)", "07 cached decoding tokens/s / uncached (124M, 256 tokens)",
         "07 prefill tokens/s / HF's (124M, 512 tokens)", "07 bf16 cached decoding tokens/s / HF's (124M)",
-        "07 bf16 / fp32 cached tokens/s (124M)", "07 batch 8 / batch 1 tokens/s (124M, bf16)"}
+        "07 bf16 / fp32 cached tokens/s (124M)", "07 batch 8 / batch 1 tokens/s (124M, bf16)",
+        "08 tokens per target pass", "08 greedy speed-up (bf16)", "08 sampled speed-up",
+        "08 speed over HF assisted generation"}
     orders = {e["name"]: e["order"] for e in results["leaderboard"]}
     assert orders["04 training speed-up over 03 (corpus.en, 500)"] == orders["05 tiny preset: training tokens/s"] \
         == orders["06 uncached generation tokens/s / HF's (124M)"] \
-        == orders["07 cached decoding tokens/s / uncached (124M, 256 tokens)"] == "desc", "higher speeds are better"
+        == orders["07 cached decoding tokens/s / uncached (124M, 256 tokens)"] \
+        == orders["08 greedy speed-up (bf16)"] == orders["08 tokens per target pass"] == "desc", "higher is better"
     assert orders["06 processor chain time / HF's"] == "asc", "a time is better when lower"
     rows = [line for line in proc.stdout.splitlines() if "complete" in line]  # the terminal table
     assert all(any(f" {m.id} " in row and f"{m.points:g}/{m.points:g}" in row for row in rows)
