@@ -252,13 +252,10 @@ class SpeculativeDecoder:
         L = self.length
         accepted = accepted.masked_fill(self.finished, 0)
         n = int(accepted.max())
-        if n:
-            keep = round_mask(accepted, n) if self.seq.size(0) > 1 else self.mask.new_ones(1, n)  # (B, n)
-            self.mask[:, L : L + n] = keep
-            new_tokens = torch.cat([self.seq[:, L : L + n], next_token[:, None]], dim=1)  # (B, n+1)
-            real = torch.cat([keep, keep.new_ones(keep.size(0), 1)], dim=1)
-        else:
-            new_tokens, real = next_token[:, None], self.mask.new_ones(next_token.size(0), 1)
+        keep = round_mask(accepted, n) if self.seq.size(0) > 1 else self.mask.new_ones(1, n)  # (B, n)
+        self.mask[:, L : L + n] = keep
+        new_tokens = torch.cat([self.seq[:, L : L + n], next_token[:, None]], dim=1)  # (B, n+1)
+        real = torch.cat([keep, keep.new_ones(keep.size(0), 1)], dim=1)
         self.seq[:, L + n] = next_token
         self.mask[:, L + n] = True
         self.pos[:, L + n] = self.count + accepted
