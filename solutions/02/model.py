@@ -45,9 +45,9 @@ def causal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dro
     """
     ### BEGIN SOLUTION
     T, hs = q.shape[-2], q.shape[-1]
-    scores = q @ k.transpose(-2, -1) / math.sqrt(hs)  # (..., T, T)
+    scores = (q / math.sqrt(hs)) @ k.transpose(-2, -1)  # (..., T, T); scaling q first touches T*hs numbers, not T*T
     future = torch.ones(T, T, dtype=torch.bool, device=q.device).triu(diagonal=1)  # True above the diagonal
-    scores = scores.masked_fill(future, float("-inf"))
+    scores.masked_fill_(future, float("-inf"))  # in place: the matmul's backward needs q and k, not its output
     weights = F.softmax(scores, dim=-1)  # (..., T, T)
     if dropout > 0:
         weights = F.dropout(weights, p=dropout, training=True)
@@ -159,11 +159,15 @@ class LayerNorm(nn.Module):
         """x: (..., ndim) -> (..., ndim): (x - mean) / sqrt(var + eps) * weight + bias, where mean and var
         are taken over the last dimension and var is the biased variance (divide by ndim, not ndim - 1),
         as in F.layer_norm. Write it with tensor operations (mean, var or pow, sqrt or rsqrt); do not call
-        F.layer_norm or nn.LayerNorm."""
+        F.layer_norm or nn.LayerNorm.
+
+        Speed counts (the training-step benchmark): every operation is a pass over the activations, forward
+        and backward. Centre x once and reuse it for the variance, the mean of its square; `x.var` computes
+        the mean again and is the slowest reduction on a CPU."""
         ### BEGIN SOLUTION
-        mean = x.mean(dim=-1, keepdim=True)  # (..., 1)
-        var = x.var(dim=-1, keepdim=True, unbiased=False)  # (..., 1)
-        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight + self.bias
+        centered = x - x.mean(dim=-1, keepdim=True)  # (..., ndim)
+        var = (centered * centered).mean(dim=-1, keepdim=True)  # (..., 1), biased: divided by ndim
+        return centered * torch.rsqrt(var + self.eps) * self.weight + self.bias
         ### END SOLUTION
 
 

@@ -70,9 +70,9 @@ class CausalSelfAttention(nn.Module):
         if self.flash:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
-            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            att = (q / math.sqrt(k.size(-1))) @ k.transpose(-2, -1)  # (B, nh, T, T); scale the smaller tensor
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(diagonal=1)
+            att = att.masked_fill_(future, float("-inf")).softmax(dim=-1)  # in place: no second (T, T) copy
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.c_proj(y)

@@ -269,8 +269,9 @@ def training_step(gpt, optimizer, clip, x, y) -> float:
 @pytest.mark.benchmark
 @pytest.mark.points(3)
 def test_training_step_speed_is_close_to_torch_builtins(model, train, benchmark, leaderboard):
-    """A cpu-small training step (from-scratch attention, LayerNorm, AdamW, clipping) costs at most 1.5x the same
-    step with scaled_dot_product_attention, nn.LayerNorm, torch.optim.AdamW and clip_grad_norm_ (interleaved)"""
+    """A cpu-small training step (from-scratch attention, LayerNorm, AdamW, clipping) costs at most
+    speed_ratio_max times the same step with scaled_dot_product_attention, nn.LayerNorm, torch.optim.AdamW and
+    clip_grad_norm_ (interleaved, one thread, the median of 25 rounds)"""
     config = train.PRESETS["cpu-small"]
     torch.manual_seed(0)
     ours = model.GPT(model.GPTConfig(vocab_size=65, block_size=config.block_size, n_layer=config.n_layer,
@@ -286,10 +287,15 @@ def test_training_step_speed_is_close_to_torch_builtins(model, train, benchmark,
         times["scratch"].append(training_step(ours, our_opt, train.clip_grad_norm, x, y))
         times["builtin"].append(training_step(theirs, their_opt, torch.nn.utils.clip_grad_norm_, x, y))
 
-    benchmark.pedantic(both, rounds=25, warmup_rounds=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ratio must not depend on how many cores the grader gives
+    try:
+        benchmark.pedantic(both, rounds=25, warmup_rounds=3)
+    finally:
+        torch.set_num_threads(threads)
     scratch, fast = statistics.median(times["scratch"]), statistics.median(times["builtin"])
     benchmark.extra_info.update({"scratch_ms": 1000 * scratch, "builtin_ms": 1000 * fast, "ratio": scratch / fast})
     leaderboard("training step time / torch's", scratch / fast)
     assert scratch / fast <= LIMITS["speed_ratio_max"], (
         f"a from-scratch training step takes {1000 * scratch:.1f} ms, {scratch / fast:.2f}x the built-in "
-        f"{1000 * fast:.1f} ms (limit {LIMITS['speed_ratio_max']}x): look for Python loops over positions or heads")
+        f"{1000 * fast:.1f} ms (limit {LIMITS['speed_ratio_max']}x): look for Python loops over positions or heads, and for LayerNorm's passes (see LayerNorm.forward)")

@@ -20,11 +20,12 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from llmfs.data.gpt2_tokenizers import gpt2_tiktoken
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture
+from llmfs.testing import implementation_fixture, race, thresholds
 
 bpe = implementation_fixture("03", "bpe")
 ref = load_module(Path(__file__).resolve().parents[1], "03", "bpe_references")
 ENDOFTEXT = ref.ENDOFTEXT
+LIMITS = thresholds("03")
 PROPERTY = ref.property_settings(200)  # the same examples in every grade, no example database
 
 
@@ -136,7 +137,7 @@ def test_training_reproduces_cs336s_reference_merges_byte_for_byte(cs336_trained
 
 
 @pytest.mark.task03_3
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_training_reproduces_cs336s_vocabulary_with_this_courses_ids(cs336_trained):
     """The 500 tokens are CS336's; ids are bytes 0-255, merge k at 256 + k, the special token last"""
     _, reference_vocab = ref.cs336_reference()
@@ -197,6 +198,29 @@ def test_training_respects_the_pattern(bpe):
 
 
 @pytest.mark.task03_3
+@pytest.mark.benchmark
+@pytest.mark.points(3)
+def test_training_is_no_slower_than_tiktokens_educational_trainer(bpe, benchmark, leaderboard):
+    """corpus.en, 143 merges: train takes at most educational_train_ratio_max times tiktoken's own naive teaching
+    trainer (tiktoken._educational.bpe_train, which also recounts every pre-token occurrence after each merge)"""
+    from tiktoken._educational import bpe_train
+
+    text = ref.read("cs336-bpe", "corpus.en")
+    plain = text.replace(ENDOFTEXT, "")  # the educational trainer knows no special tokens
+    runs = {"ours": lambda: bpe.train(text, 400, [ENDOFTEXT]),
+            "tiktoken": lambda: bpe_train(plain, 399, bpe.GPT2_SPLIT_PATTERN, visualise=None)}
+    limit = LIMITS["educational_train_ratio_max"]
+    speed, out = race(runs, "ours", "tiktoken", 1 / limit, benchmark, attempts=2)
+    expected, _ = ref.cs336_reference()
+    assert [tuple(pair) for pair in out["ours"].merges] == expected[:143], (
+        "the timed training did not give CS336's first 143 merges")
+    leaderboard("training time / tiktoken's educational trainer", 1 / speed)
+    assert 1 / speed <= limit, (
+        f"training on corpus.en takes {1 / speed:.2f}x the time of tiktoken's educational trainer (limit {limit}x): "
+        "pre-tokenize once before the merge loop, and make count_pairs and merge_pair one pass each")
+
+
+@pytest.mark.task03_3
 @pytest.mark.points(3)
 def test_training_rejects_bad_arguments_clearly(bpe):
     """vocab_size below 256 + specials, a non-str text, a str as special_tokens: ValueError/TypeError"""
@@ -223,7 +247,7 @@ def test_bytes_to_unicode_is_gpt2s_map(bpe):
 
 
 @pytest.mark.task03_4
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_gpt2_files_give_tiktokens_ranks(gpt2, tiktoken_gpt2):
     """from_gpt2_files: every token's id equals tiktoken's rank for its bytes; 50,000 merges; <|endoftext|> 50256"""
     ranks = tiktoken_gpt2._mergeable_ranks
@@ -269,7 +293,7 @@ def test_save_is_atomic_and_load_rejects_other_files(bpe, stories_trained, tmp_p
 
 
 @pytest.mark.task03_5
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_encode_equals_tiktoken_on_all_of_tinyshakespeare(gpt2, tiktoken_gpt2):
     """GPT-2's files: encode(TinyShakespeare) equals tiktoken's 338,025 ids, and decodes back exactly"""
     text = ref.read("tinyshakespeare")

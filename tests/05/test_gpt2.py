@@ -46,7 +46,7 @@ def assert_matches_hf(ours, hf, idx, targets=None):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 @pytest.mark.parametrize("shape", SMALL, ids=[f"L{s[0]}-H{s[1]}-C{s[2]}-T{s[3]}" for s in SMALL])
 def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
     """Random HF GPT-2s of several shapes, batch 3, every length from 1 to block_size: logits and loss match"""
@@ -62,7 +62,7 @@ def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
 
 @pytest.mark.task05_1
 @pytest.mark.slow
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
     """The 124M configuration: 124,439,808 parameters (wte tied to lm_head); logits on (2, 128) match HF's"""
     hf = hf_ref.random_hf_gpt2(12, 12, 768, 1024, 50257, seed=0, scale=0.02)
@@ -84,7 +84,7 @@ def test_parameter_names_are_hugging_faces(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(4)
+@pytest.mark.points(3)
 def test_initialisation_is_gpt2s(gpt2):
     """std 0.02 for weights and embeddings, 0.02/sqrt(2 n_layer) for the residual projections, zero biases; a fresh
     model's loss is close to ln(V)"""
@@ -118,7 +118,7 @@ def test_too_long_a_sequence_is_a_clear_error(gpt2):
 
 
 @pytest.mark.task05_2
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 def test_from_hf_loads_a_model_and_a_state_dict(gpt2):
     """from_hf(model) and from_hf(state_dict, config) give HF's logits (Conv1D weights transposed)"""
     hf = hf_ref.random_hf_gpt2(3, 4, 48, 32, 257, seed=3)
@@ -245,7 +245,7 @@ def test_rendered_examples_are_context_then_each_ending(hellaswag, hellaswag_exa
 
 
 @pytest.mark.task05_7
-@pytest.mark.points(5)
+@pytest.mark.points(4)
 def test_ending_scores_equal_those_from_hugging_faces_model(hellaswag, hellaswag_examples):
     """50 real examples, a random HF GPT-2 (50,257 tokens): per-ending summed and mean losses, acc and acc_norm
     equal the ones computed here from HF's logits with torch's cross_entropy"""

@@ -124,7 +124,7 @@ def test_gpu_speed_flags_are_harmless_on_cpu(train, tmp_path):
 
 @pytest.mark.task05_6
 @pytest.mark.slow
-@pytest.mark.points(8)
+@pytest.mark.points(6)
 def test_ddp_on_two_cpu_processes_equals_one_process(train, tmp_path):
     """torchrun --nproc_per_node 2 (gloo) on the tiny preset for 6 steps: the weights equal one process's with the
     same global batch of 512 tokens (one micro-batch per rank against two accumulated)"""
