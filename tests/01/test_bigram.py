@@ -7,6 +7,7 @@ the exact torch.randint call the docstrings specify.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -191,7 +192,7 @@ def python_loop_counts(data: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """The textbook count in plain Python (lists, not tensor indexing, which is ten times slower still)."""
     ids = data.tolist()
     rows = [[0] * vocab_size for _ in range(vocab_size)]
-    for a, b in zip(ids, ids[1:]):
+    for a, b in itertools.pairwise(ids):
         rows[a][b] += 1
     return torch.tensor(rows)
 

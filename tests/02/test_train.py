@@ -298,4 +298,5 @@ def test_training_step_speed_is_close_to_torch_builtins(model, train, benchmark,
     leaderboard("training step time / torch's", scratch / fast)
     assert scratch / fast <= LIMITS["speed_ratio_max"], (
         f"a from-scratch training step takes {1000 * scratch:.1f} ms, {scratch / fast:.2f}x the built-in "
-        f"{1000 * fast:.1f} ms (limit {LIMITS['speed_ratio_max']}x): look for Python loops over positions or heads, and for LayerNorm's passes (see LayerNorm.forward)")
+        f"{1000 * fast:.1f} ms (limit {LIMITS['speed_ratio_max']}x): look for Python loops over positions or heads, "
+        "and for LayerNorm's passes (see LayerNorm.forward)")

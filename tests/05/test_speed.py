@@ -9,7 +9,7 @@ fast wrong model gets no points.
     forward / Hugging Face     GPT-2 124M, fp32, batch 2 x 256 tokens, loss included, against GPT2LMHeadModel with
                                the same weights and its default (sdpa) attention
     train step / Hugging Face  the same, forward and backward
-    explicit / flash           a 4-layer GPT-2-wide model at T = 1,024: flash=True must be the faster path
+    explicit / flash           4 layers, 12 heads of 32 channels, T = 1,024, where attention is most of the work
     ShardLoader / memmap       300 batches of 16 x 1,024 tokens, against reading the same windows from np.load's
                                memmap directly
 """
@@ -119,9 +119,9 @@ def test_training_step_is_as_fast_as_hugging_faces(gpt2, benchmark, leaderboard)
 @pytest.mark.task05_1
 @pytest.mark.points(2)
 def test_flash_attention_is_faster_than_the_explicit_softmax_at_1024_tokens(gpt2, benchmark, leaderboard):
-    """4 layers of GPT-2 124M's width, 1 x 1,024 tokens, no gradients: GPTConfig(flash=True) makes the forward pass
-    at least flash_speedup_min times faster than the explicit softmax path, with the same logits"""
-    shape = dict(block_size=1024, vocab_size=1024, n_layer=4, n_head=12, n_embd=768)
+    """4 layers with 12 heads of 32 channels, 1 x 1,024 tokens, no gradients: GPTConfig(flash=True) makes the
+    forward pass at least flash_speedup_min times faster than the explicit softmax path, with the same logits"""
+    shape = dict(block_size=1024, vocab_size=1024, n_layer=4, n_head=12, n_embd=384)
     torch.manual_seed(0)
     explicit = gpt2.GPT(gpt2.GPTConfig(**shape)).eval()
     flash = gpt2.GPT(gpt2.GPTConfig(**shape, flash=True)).eval()
@@ -134,14 +134,14 @@ def test_flash_attention_is_faster_than_the_explicit_softmax_at_1024_tokens(gpt2
 
     minimum = LIMITS["flash_speedup_min"]
     speedup, out = race({"flash": lambda: forward(flash), "explicit": lambda: forward(explicit)},
-                        "flash", "explicit", minimum, benchmark, attempts=3, min_attempts=2)
+                        "flash", "explicit", minimum, benchmark, attempts=3, min_attempts=3)
     torch.testing.assert_close(out["flash"], out["explicit"], atol=1e-4, rtol=1e-4,
                                msg="flash=True gives different logits from the explicit softmax path")
     leaderboard("flash attention speed-up at 1,024 tokens", speedup, order="desc")
     assert speedup >= minimum, (
         f"flash=True makes the forward pass at 1,024 tokens only {speedup:.2f}x as fast as the explicit path "
-        f"(minimum {minimum}x): call F.scaled_dot_product_attention with is_causal=True, not with a mask tensor, "
-        "and do not build the (T, T) scores on that path")
+        f"(minimum {minimum}x): on the flash path call F.scaled_dot_product_attention(q, k, v, is_causal=True) and "
+        "nothing else; build the (T, T) scores and the mask only on the explicit path")
 
 
 # ---------------------------------------------------------------------------------------------- task05_4
@@ -177,7 +177,7 @@ def test_shard_loader_reads_as_fast_as_a_plain_memmap(data, tmp_path, benchmark,
     limit = LIMITS["loader_ratio_max"]
     speed, out = race({"loader": loader, "plain": plain}, "loader", "plain", 1 / limit, benchmark, attempts=3,
                       min_attempts=2)
-    assert all(torch.equal(a, b) for a, b in zip(out["loader"], out["plain"])), (
+    assert len(out["loader"]) == batches and all(map(torch.equal, out["loader"], out["plain"])), (
         "ShardLoader's batches are not the documented windows in the documented order")
     leaderboard("ShardLoader time / numpy memmap's", 1 / speed)
     assert 1 / speed <= limit, (

@@ -3,7 +3,8 @@
 Each mutant is the reference solution with one line changed, graded by the hidden tests of its task; the
 failure message must point at the right module (05: the hooks in tests/05/hf_reference.py compare every block)
 or name the mistake (06: the realistic sampling mistakes of tests/06/hf_processors.py; 07: the cache's positions and
-masks; 08: the residual drawn from p, no bonus token, a cache not rolled back, holes not masked, ...).
+masks; 08: the residual drawn from p, no bonus token, a cache not rolled back, holes not masked, ...). SPEED's mutants
+give right answers slowly and must lose their benchmark's points, with a hint at the fix.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ GPT2 = [  # (description, original line fragment, replacement, test selection, e
     ("attention scale sqrt(C)", "/ math.sqrt(k.size(-1))", "/ math.sqrt(C)", "small_models", "block 0: the attention"),
     ("GELU without tanh", 'F.gelu(self.c_fc(x), approximate="tanh")', "F.gelu(self.c_fc(x))", "small_models",
      "block 0: the MLP"),
-    ("no causal mask", 'att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)', "att = att.softmax(dim=-1)",
+    ("no causal mask", 'att = att.masked_fill_(future, float("-inf")).softmax(dim=-1)', "att = att.softmax(dim=-1)",
      "small_models", "the attention"),
     ("post-norm block", "x = x + self.attn(self.ln_1(x), rope, offset)",
      "x = self.ln_1(x + self.attn(x, rope, offset))", "small_models", "block 0: ln_1"),
@@ -140,8 +141,21 @@ SPECULATIVE = [  # milestone 08: the rejection rule, the caches or the batch lay
     ("speculative", "draft positions count the holes", "self.pos[:, L + i] = self.count + i",
      "self.pos[:, L + i] = L + i", "left_padded_batch", "position ids"),
 ]
+SPEED = [  # right answers, slowly: each loses its benchmark's points (course.toml's thresholds), with a hint
+    ("01", "bigram", "count_bigrams loops over the bigrams",
+     "    return torch.bincount(pairs, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)",
+     "    counts = torch.zeros(vocab_size, vocab_size, dtype=torch.long)\n"
+     "    for a, b in zip(data[:-1].tolist(), data[1:].tolist()):\n        counts[a, b] += 1\n    return counts",
+     "vectorised", "count every pair with one tensor operation"),
+    ("05", "gpt2", "flash flag ignored", "        if self.flash:", "        if False:", "flash",
+     "on the flash path call F.scaled_dot_product_attention"),
+    ("05", "data", "loader converts token by token",
+     "        rows = np.stack([self.tokens[s][start : start + self.T + 1].astype(np.int64) for s, start in chosen])",
+     "        rows = np.array([[int(t) for t in self.tokens[s][start : start + self.T + 1]] for s, start in chosen])",
+     "as_fast_as_a_plain_memmap", "read only the batch's windows"),
+]
 MUTANTS = [("05", "gpt2", *m) for m in GPT2] + [("06", *m) for m in SAMPLING] + [("07", *m) for m in CACHE] + [
-    ("08", *m) for m in SPECULATIVE]
+    ("08", *m) for m in SPECULATIVE] + SPEED
 
 
 @pytest.mark.slow
