@@ -85,3 +85,14 @@ def race(runs: dict[str, Callable[[], object]], fast: str, slow: str, minimum: f
     benchmark.extra_info.update({f"{name}_s": seconds for name, seconds in best.items()})
     benchmark.extra_info["ratio"] = best[slow] / best[fast]
     return best[slow] / best[fast], outputs
+
+
+def record_threshold(benchmark, key: str, limit: float, figure: float) -> float:
+    """Note in the benchmark JSON which course.toml threshold `figure` was checked against, and the margin: how
+    far the figure could worsen before failing (figure / limit for a `_min` key, limit / figure for `_max`).
+    `python -m llmfs.margins` reads these back over repeated runs."""
+    if not key.endswith(("_min", "_max")):
+        raise ValueError(f"threshold {key!r}: its name must end in _min or _max")
+    margin = figure / limit if key.endswith("_min") else limit / figure
+    benchmark.extra_info.update({"threshold": key, "limit": limit, "figure": figure, "margin": margin})
+    return margin

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from llmfs.data import fetch_file
-from llmfs.testing import implementation_fixture, race, thresholds
+from llmfs.testing import implementation_fixture, race, record_threshold, thresholds
 
 bigram = implementation_fixture("01", "bigram")
 LIMITS = thresholds("01")
@@ -209,6 +209,7 @@ def test_count_bigrams_is_vectorised(bigram, corpus, benchmark, leaderboard):
                          "loop": lambda: python_loop_counts(train_data, tokenizer.vocab_size)},
                         "ours", "loop", minimum, benchmark, attempts=3, min_attempts=2)
     assert torch.equal(out["ours"].long(), out["loop"]), "count_bigrams' counts differ from a plain count"
+    record_threshold(benchmark, "count_speedup_min", minimum, speedup)
     leaderboard("count_bigrams speed-up over a Python loop", speedup, order="desc")
     assert speedup >= minimum, (
         f"count_bigrams takes {1 / speedup:.2f}x the time of a plain Python loop over the bigrams (it must be at "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from llmfs.data import fetch_file
 from llmfs.loader import implementation_root, load_module
-from llmfs.testing import implementation_fixture, raise_if_stub, thresholds
+from llmfs.testing import implementation_fixture, raise_if_stub, record_threshold, thresholds
 
 model = implementation_fixture("02", "model")
 train = implementation_fixture("02", "train")
@@ -295,6 +295,7 @@ def test_training_step_speed_is_close_to_torch_builtins(model, train, benchmark,
         torch.set_num_threads(threads)
     scratch, fast = statistics.median(times["scratch"]), statistics.median(times["builtin"])
     benchmark.extra_info.update({"scratch_ms": 1000 * scratch, "builtin_ms": 1000 * fast, "ratio": scratch / fast})
+    record_threshold(benchmark, "speed_ratio_max", LIMITS["speed_ratio_max"], scratch / fast)
     leaderboard("training step time / torch's", scratch / fast)
     assert scratch / fast <= LIMITS["speed_ratio_max"], (
         f"a from-scratch training step takes {1000 * scratch:.1f} ms, {scratch / fast:.2f}x the built-in "

@@ -20,7 +20,7 @@ from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from llmfs.data.gpt2_tokenizers import gpt2_tiktoken
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture, race, thresholds
+from llmfs.testing import implementation_fixture, race, record_threshold, thresholds
 
 bpe = implementation_fixture("03", "bpe")
 ref = load_module(Path(__file__).resolve().parents[1], "03", "bpe_references")
@@ -214,6 +214,7 @@ def test_training_is_no_slower_than_tiktokens_educational_trainer(bpe, benchmark
     expected, _ = ref.cs336_reference()
     assert [tuple(pair) for pair in out["ours"].merges] == expected[:143], (
         "the timed training did not give CS336's first 143 merges")
+    record_threshold(benchmark, "educational_train_ratio_max", limit, 1 / speed)
     leaderboard("training time / tiktoken's educational trainer", 1 / speed)
     assert 1 / speed <= limit, (
         f"training on corpus.en takes {1 / speed:.2f}x the time of tiktoken's educational trainer (limit {limit}x): "

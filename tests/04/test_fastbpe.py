@@ -26,7 +26,7 @@ from llmfs.course import load_course
 from llmfs.data.corpora import build_mixed_corpus
 from llmfs.data.gpt2_tokenizers import gpt2_hf_tokenizer, gpt2_tiktoken
 from llmfs.loader import implementation_root, load_module
-from llmfs.testing import implementation_fixture, raise_if_stub, thresholds
+from llmfs.testing import implementation_fixture, raise_if_stub, record_threshold, thresholds
 
 fastbpe = implementation_fixture("04", "fastbpe")
 COURSE = load_course()
@@ -236,6 +236,7 @@ def test_training_is_at_least_50x_faster_than_milestone_03(fastbpe, corpus_en, b
     benchmark.pedantic(fastbpe.train, args=(corpus_en, 500, [ENDOFTEXT]), rounds=1)
     speedup = naive_s / fast_s
     benchmark.extra_info.update({"naive_s": naive_s, "fast_s": fast_s, "speedup": speedup})
+    record_threshold(benchmark, "train_speedup_min", LIMITS["train_speedup_min"], speedup)
     leaderboard("training speed-up over 03 (corpus.en, 500)", speedup, order="desc")
     assert speedup >= LIMITS["train_speedup_min"], (
         f"training took {fast_s:.3f} s against 03's {naive_s:.2f} s: {speedup:.0f}x, not "
@@ -265,6 +266,7 @@ def test_training_is_within_3x_of_hugging_face_tokenizers(fastbpe, tmp_path, ben
     ratio = statistics.median(ours) / statistics.median(theirs)
     benchmark.extra_info.update({"ours_s": statistics.median(ours), "tokenizers_s": statistics.median(theirs),
                                  "ratio": ratio})
+    record_threshold(benchmark, "hf_train_ratio_max", LIMITS["hf_train_ratio_max"], ratio)
     leaderboard(f"training time / tokenizers' ({corpus}, {vocab_size})", ratio)
     assert ratio <= LIMITS["hf_train_ratio_max"], (
         f"train_from_file takes {statistics.median(ours):.2f} s, {ratio:.1f}x tokenizers' "
@@ -465,6 +467,7 @@ def test_encoding_speed_against_tiktoken_and_gpt2_tokenizer_fast(gpt2, benchmark
     # median of the 7 is kept: a fast moment that favours one encoder's best time does not decide the verdict.
     ratio = statistics.median(t / o for o, t in zip(times["ours"], times["tiktoken"], strict=True))
     benchmark.extra_info.update({**{f"{name}_mb_s": s for name, s in speed.items()}, "ratio": ratio})
+    record_threshold(benchmark, "tiktoken_encode_ratio_min", LIMITS["tiktoken_encode_ratio_min"], ratio)
     leaderboard("encoding throughput / tiktoken's", ratio, order="desc")
     assert ratio >= LIMITS["tiktoken_encode_ratio_min"], (
         f"{speed['ours']:.2f} MB/s against tiktoken's {speed['tiktoken']:.2f} MB/s ({ratio:.3f}x, the median of 7 "

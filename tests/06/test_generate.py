@@ -17,7 +17,7 @@ import torch
 
 from llmfs.course import load_course
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture, thresholds
+from llmfs.testing import implementation_fixture, record_threshold, thresholds
 
 sampling = implementation_fixture("06", "sampling")
 COURSE = load_course()
@@ -143,9 +143,9 @@ def test_generate_rejects_bad_input_naming_the_argument(sampling):
 @pytest.mark.slow
 @pytest.mark.points(3)
 def test_uncached_generation_is_as_fast_as_hugging_face(sampling, benchmark, leaderboard):
-    """GPT-2 124M, 128 new tokens from a 1-token prompt, no KV cache: at least 0.9x the tokens/s of
-    GPT2LMHeadModel.generate(use_cache=False) (which computes the last position's logits only); best of up to 2
-    interleaved runs each, one thread"""
+    """GPT-2 124M, 128 new tokens from a 1-token prompt, no KV cache: at least generation_speed_ratio_min times
+    the tokens/s of GPT2LMHeadModel.generate(use_cache=False) (which computes the last position's logits only);
+    best of up to 2 interleaved runs each, one thread"""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     idx = torch.tensor([[464]])
@@ -178,6 +178,7 @@ def test_uncached_generation_is_as_fast_as_hugging_face(sampling, benchmark, lea
                                  "ratio": best["hf"] / best["ours"]})
     hf_ref.assert_same_tokens(outputs["ours"], outputs["hf"], 1, "greedy generate with GPT-2 124M")
     ratio = best["hf"] / best["ours"]
+    record_threshold(benchmark, "generation_speed_ratio_min", LIMITS["generation_speed_ratio_min"], ratio)
     leaderboard("uncached generation tokens/s / HF's (124M)", ratio, order="desc")
     assert ratio >= LIMITS["generation_speed_ratio_min"], (
         f"generate makes {128 / best['ours']:.1f} tokens/s, {ratio:.2f}x Hugging Face's {128 / best['hf']:.1f} "

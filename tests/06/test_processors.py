@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture, thresholds
+from llmfs.testing import implementation_fixture, record_threshold, thresholds
 
 processors = implementation_fixture("06", "processors")
 sampling = implementation_fixture("06", "sampling")
@@ -416,6 +416,7 @@ def test_processor_chain_speed_is_close_to_hugging_faces(sampling, benchmark, le
     benchmark.pedantic(both, rounds=30, warmup_rounds=3)
     ours_s, hf_s = (statistics.median(times[k]) for k in ("ours", "hf"))
     benchmark.extra_info.update({"ours_ms": 1000 * ours_s, "hf_ms": 1000 * hf_s, "ratio": ours_s / hf_s})
+    record_threshold(benchmark, "processor_time_ratio_max", LIMITS["processor_time_ratio_max"], ours_s / hf_s)
     leaderboard("processor chain time / HF's", ours_s / hf_s)
     assert ours_s / hf_s <= LIMITS["processor_time_ratio_max"], (
         f"process_logits takes {1000 * ours_s:.2f} ms, {ours_s / hf_s:.2f}x Hugging Face's {1000 * hf_s:.2f} ms (limit "

@@ -22,7 +22,7 @@ import torch
 
 from llmfs.course import load_course
 from llmfs.loader import load_module
-from llmfs.testing import implementation_fixture, race, thresholds
+from llmfs.testing import implementation_fixture, race, record_threshold, thresholds
 
 speculative = implementation_fixture("08", "speculative")
 COURSE = load_course()
@@ -89,6 +89,7 @@ def test_greedy_speculative_decoding_is_faster_than_07_in_bfloat16(speculative, 
 
     speedup, _ = race({"speculative": ours, "07": plain}, "speculative", "07", LIMITS["greedy_speedup_min"],
                       benchmark, attempts=3)
+    record_threshold(benchmark, "greedy_speedup_min", LIMITS["greedy_speedup_min"], speedup)
     leaderboard("greedy speed-up (bf16)", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["greedy_speedup_min"], (
         f"speculative greedy decoding is {speedup:.2f}x 07's cached decoding, below {LIMITS['greedy_speedup_min']}x: "
@@ -117,6 +118,7 @@ def test_sampled_speculative_decoding_is_not_slower_than_07(speculative, benchma
     new = torch.cat([o[0, p.size(1):] for o, p in zip(outputs["speculative"], prompts, strict=True)])
     share = len(set(new.tolist())) / new.numel()
     assert share >= LIMITS["distinct_share_min"], f"the sampled text repeats itself ({share:.2f} distinct tokens)"
+    record_threshold(benchmark, "sampled_speedup_min", LIMITS["sampled_speedup_min"], speedup)
     leaderboard("sampled speed-up", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["sampled_speedup_min"], (
         f"sampled speculative decoding is {speedup:.2f}x 07's, below {LIMITS['sampled_speedup_min']}x")
@@ -157,6 +159,7 @@ def test_as_fast_as_hugging_face_assisted_generation(speculative, benchmark, lea
                             attempts=3)
     for out, p in zip(outputs["hf"], prompts, strict=True):
         assert torch.equal(out, decoding07.generate(loaded.target, p, NEW)), "test setup: Hugging Face's twin differs"
+    record_threshold(benchmark, "hf_assisted_ratio_min", LIMITS["hf_assisted_ratio_min"], speedup)
     leaderboard("speed over HF assisted generation", round(speedup, 2), order="desc")
     assert speedup >= LIMITS["hf_assisted_ratio_min"], (
         f"our speculative decoding is {speedup:.2f}x Hugging Face's assisted generation on the same pair, below "

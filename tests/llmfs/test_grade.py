@@ -71,10 +71,13 @@ def test_reference_is_complete_with_full_points(course, grade):
     assert all(t["status"] == "passed" and t["max_score"] > 0 for t in results["tests"])
     assert len({t["number"] for t in results["tests"]}) == len(results["tests"])
     assert {e["name"] for e in results["leaderboard"]} == {
-        "01 bigram val loss", "02 training step time / torch's", "04 training speed-up over 03 (corpus.en, 500)",
+        "01 bigram val loss", "01 count_bigrams speed-up over a Python loop", "02 training step time / torch's",
+        "03 training time / tiktoken's educational trainer", "04 training speed-up over 03 (corpus.en, 500)",
         "04 training time / tokenizers' (cs336-bpe, 500)", "04 training time / tokenizers' (tinyshakespeare, 1024)",
         "04 16K vocabulary on 100 MB: seconds", "04 encoding throughput / tiktoken's",
-        "05 tiny preset: training tokens/s", "05 tiny preset: validation loss", "06 processor chain time / HF's",
+        "05 tiny preset: training tokens/s", "05 tiny preset: validation loss", "05 forward time / Hugging Face's",
+        "05 training step time / Hugging Face's", "05 flash attention speed-up at 1,024 tokens",
+        "05 ShardLoader time / numpy memmap's", "06 processor chain time / HF's",
         "06 uncached generation tokens/s / HF's (124M)", "07 cached decoding tokens/s / uncached (124M, 256 tokens)",
         "07 prefill tokens/s / HF's (124M, 512 tokens)", "07 bf16 cached decoding tokens/s / HF's (124M)",
         "07 bf16 / fp32 cached tokens/s (124M)", "07 batch 8 / batch 1 tokens/s (124M, bf16)",
@@ -84,7 +87,11 @@ def test_reference_is_complete_with_full_points(course, grade):
     assert orders["04 training speed-up over 03 (corpus.en, 500)"] == orders["05 tiny preset: training tokens/s"] \
         == orders["06 uncached generation tokens/s / HF's (124M)"] \
         == orders["07 cached decoding tokens/s / uncached (124M, 256 tokens)"] \
-        == orders["08 greedy speed-up (bf16)"] == orders["08 tokens per target pass"] == "desc", "higher is better"
+        == orders["08 greedy speed-up (bf16)"] == orders["08 tokens per target pass"] \
+        == orders["01 count_bigrams speed-up over a Python loop"] \
+        == orders["05 flash attention speed-up at 1,024 tokens"] == "desc", "higher is better"
+    assert orders["05 forward time / Hugging Face's"] == orders["03 training time / tiktoken's educational trainer"] \
+        == "asc", "a time ratio is better when lower"
     assert orders["06 processor chain time / HF's"] == "asc", "a time is better when lower"
     rows = [line for line in proc.stdout.splitlines() if "complete" in line]  # the terminal table
     assert all(any(f" {m.id} " in row and f"{m.points:g}/{m.points:g}" in row for row in rows)
