@@ -39,13 +39,13 @@ def cpu_load(processes: int):
             hog.wait()
 
 
-def run_benchmarks(root: Path, milestone: str) -> list[dict]:
+def run_benchmarks(root: Path, milestone: str, timeout_s: float) -> list[dict]:
     """One `pytest tests/NN -m benchmark` run: each benchmark that recorded a threshold, as a dict."""
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "benchmark.json"
         proc = subprocess.run([sys.executable, "-m", "pytest", f"tests/{milestone}", "-m", "benchmark", "-q",
                                "-p", "no:cacheprovider", f"--benchmark-json={out}"], cwd=root, capture_output=True,
-                              text=True)
+                              text=True, timeout=timeout_s)
         if not out.exists():
             raise RuntimeError(f"tests/{milestone}: pytest wrote no benchmark JSON\n{proc.stdout[-2000:]}")
         failed = proc.returncode != 0
@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     with cpu_load(args.load):
         for run in range(args.runs):
             for milestone in args.milestone:
-                found = run_benchmarks(course.root, milestone)
+                found = run_benchmarks(course.root, milestone, course.milestone(milestone).time_limit_s)
                 rows += [{**row, "run": run} for row in found]
                 print(f"run {run + 1}/{args.runs}, {milestone}: " + ", ".join(
                     f"{r['threshold']} {r['figure']:.3g} (margin {r['margin']:.2f})" for r in found), flush=True)

@@ -46,9 +46,10 @@ def hf_124m():
     return GPT2LMHeadModel(config)
 
 
+@functools.cache
 def ours_124m(gpt2) -> torch.nn.Module:
-    """The learner's GPT with the default GPTConfig (the explicit attention path), holding hf_124m's weights. A
-    stub fails at a tiny model first, in a second."""
+    """The learner's GPT with the default GPTConfig (the explicit attention path), holding hf_124m's weights, built
+    once for both 124M races. A stub fails at a tiny model first, in a second."""
     gpt2.GPT(gpt2.GPTConfig(block_size=8, vocab_size=11, n_layer=1, n_head=1, n_embd=16))(torch.zeros(1, 1).long())
     return hf_ref.load_into(gpt2.GPT(gpt2.GPTConfig()), hf_124m())
 
