@@ -199,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--summary", metavar="FILE", help="append a Markdown table to FILE ($GITHUB_STEP_SUMMARY)")
     g.add_argument("--verbose", "-v", action="store_true", help="list every failed test with its message")
     g.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
-    g.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test time limit")
+    g.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test CPU-seconds")
     g.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
     g.set_defaults(run=_grade)
 
@@ -212,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--force", action="store_true", help="regrade submissions that have not changed")
     ga.add_argument("--pseudonyms", action="store_true", help="name learners by a salted hash in public files")
     ga.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
-    ga.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test time limit")
+    ga.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test CPU-seconds")
     ga.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
     ga.set_defaults(run=_grade_all)
 

@@ -3,7 +3,9 @@
 For every milestone, `pytest tests/NN --impl-root ROOT` runs in a child process that has
 - a wall-clock limit (course.toml `time_limit_s`); the child's whole process group is killed past it,
 - an address-space cap (`memory_mb`), so a 30 GB allocation fails inside the child, not the machine,
-- a per-test limit (`test_timeout_s`, through pytest-timeout), so one infinite loop costs one test.
+- a per-test limit (`test_timeout_s`) in CPU-seconds of the grading process (llmfs.pytest_plugin's --cpu-timeout),
+  so one infinite loop costs one test and other work on the machine cannot push a correct test over it; a
+  wall-clock limit of WALL_PER_CPU_S times as many seconds (pytest-timeout) catches a test that waits forever.
 The child streams one JSON line per event (see llmfs.pytest_plugin); whatever it finished before being
 killed still counts. Nothing a learner's code does can stop the grader from reporting every milestone.
 """
@@ -51,6 +53,7 @@ class TestResult:
     kind: str | None = None  # stub / import / timeout / memory / None
     message: str = ""
     duration: float = 0.0
+    cpu: float = 0.0  # CPU-seconds the test used (its setup, call and teardown), what test_timeout_s limits
 
     @property
     def score(self) -> float:
@@ -135,6 +138,7 @@ class _EventStream:
         return self.events
 
 
+WALL_PER_CPU_S = 3  # a test's wall-clock backstop, per CPU-second of its limit (a busy machine slows it 1.5-2x)
 PLUGINS = ("llmfs.pytest_plugin", "pytest_timeout", "pytest_benchmark.plugin", "_hypothesis_pytestplugin")
 JOB_ENV = "LLMFS_GRADE_JOB"
 # -P: the current folder is not put on sys.path (only for pytest itself: a learner's script run by a test, such
@@ -170,7 +174,7 @@ def _pytest_command(course: Course, tests: Path, root: Path, results: Path, limi
         "--",
         sys.executable, *SAFE_PATH, "-m", "pytest", str(tests), *plugins,
         "--impl-root", str(root), "--llmfs-results", str(results),
-        "--timeout", str(limits.test_timeout_s),
+        "--cpu-timeout", str(limits.test_timeout_s), "--timeout", str(WALL_PER_CPU_S * limits.test_timeout_s),
         "--rootdir", str(course.root), "-c", str(course.root / "pyproject.toml"),
         "--noconftest", "--continue-on-collection-errors", "-p", "no:cacheprovider",
         "-q", "--no-header", "-rN", "--color=no", "--capture=no",
@@ -336,6 +340,7 @@ def _score(m: Milestone, stream: _EventStream, returncode: int, timed_out: bool,
         elif e["event"] == "result" and e["nodeid"] in tests:
             t = tests[e["nodeid"]]
             t.outcome, t.kind, t.message, t.duration = e["outcome"], e["kind"], e["message"], e["duration"]
+            t.cpu = e.get("cpu", 0.0)
         elif e["event"] == "metric":
             result.metrics.append({k: e[k] for k in ("name", "value", "order")})
     unfinished = [t for t in result.tests if t.outcome == "not run"]

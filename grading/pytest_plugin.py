@@ -8,6 +8,9 @@
   start, each result, leaderboard metrics) so `llmfs grade` keeps every finished result even when the
   process is killed for time or memory halfway through. Under `llmfs grade` each line is signed and the
   test machinery is watched for tampering (see llmfs.guard);
+- `--cpu-timeout S` fails a test that uses more than S CPU-seconds (every thread of the process, its setup, call
+  and teardown together): a limit that other work on the machine cannot move, unlike a wall clock. The result
+  event carries each test's CPU time (`cpu`);
 - under `llmfs grade` without a private network namespace (LLMFS_NETWORK=audit, see llmfs.jail), an audit
   hook refuses connections to addresses outside the loopback.
 """
@@ -17,7 +20,9 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,8 @@ class _State:
         self.phases: dict[str, list[pytest.TestReport]] = {}
         self.todo: dict[str, None] = {}  # ordered set of stub messages
         self.broken: dict[str, None] = {}  # ordered set of import errors
+        self.cpu_limit: float | None = None  # --cpu-timeout
+        self.cpu_used: dict[str, float] = {}  # nodeid -> CPU-seconds its phases used so far
 
     def emit(self, event: str, **fields: Any) -> None:
         if self.stream:
@@ -83,6 +90,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("llmfs", "Build an LLM from Scratch")
     group.addoption("--impl-root", default=None, metavar="ROOT",
                     help="implementation root to test: solutions/, milestones/ or a submission (env LLMFS_ROOT)")
+    group.addoption("--cpu-timeout", type=float, default=None, metavar="S",
+                    help="fail a test that uses more than S CPU-seconds (all threads; setup, call and teardown)")
     group.addoption("--llmfs-results", default=None, metavar="FILE",
                     help="append one JSON line per test event to FILE (used by `llmfs grade`)")
 
@@ -101,10 +110,53 @@ def pytest_configure(config: pytest.Config) -> None:
         os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
     global _state
     _state = _State(config.getoption("llmfs_results"), guard.read_key_from_parent())
+    if limit := config.getoption("cpu_timeout"):
+        if limit <= 0:
+            raise pytest.UsageError(f"--cpu-timeout must be positive, got {limit:g}")
+        _state.cpu_limit = limit
+        signal.signal(signal.SIGPROF, _out_of_cpu_time)
     if os.environ.get(NETWORK_ENV) == "audit":
         sys.addaudithook(_refuse_remote_connections)
     if os.environ.get(NETWORK_ENV):
         _state.emit("sandbox", network=os.environ[NETWORK_ENV], hidden=os.environ.get(HIDDEN_ENV) == "1")
+
+
+def _out_of_cpu_time(signum: int, frame: object) -> None:
+    """SIGPROF from the CPU-time timer armed around each test phase. It fires again every CPU-second, so code that
+    swallows the failure (`except BaseException`) cannot run on."""
+    signal.setitimer(signal.ITIMER_PROF, 1.0)
+    pytest.fail(f"Timeout: this test used more than {_state.cpu_limit:g} CPU-seconds, the limit for one test "
+                f"(course.toml test_timeout_s); look for a loop that does not end or work done far too often",
+                pytrace=False)
+
+
+def _metered(item: pytest.Item):
+    """Hook wrapper body: count the phase's CPU time, and arm the timer with what is left of the test's limit."""
+    used = _state.cpu_used.setdefault(item.nodeid, 0.0)
+    if _state.cpu_limit:
+        signal.setitimer(signal.ITIMER_PROF, max(_state.cpu_limit - used, 0.001))
+    start = time.process_time()
+    try:
+        yield
+    finally:
+        if _state.cpu_limit:
+            signal.setitimer(signal.ITIMER_PROF, 0)
+        _state.cpu_used[item.nodeid] = used + time.process_time() - start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item):
+    yield from _metered(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    yield from _metered(item)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    yield from _metered(item)
 
 
 def _refuse_remote_connections(event: str, args: tuple) -> None:
@@ -195,7 +247,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         outcome, kind = "failed", "tampered"
         message = f"the grading machinery was modified while testing: {', '.join(changes[:3])}"
     _state.emit("result", nodeid=report.nodeid, outcome=outcome, duration=sum(r.duration for r in phases),
-                kind=kind, message=message)
+                cpu=round(_state.cpu_used.pop(report.nodeid, 0.0), 3), kind=kind, message=message)
     del _state.phases[report.nodeid]
 
 

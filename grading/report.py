@@ -92,7 +92,9 @@ def gradescope(results: list[MilestoneResult], seconds: float) -> dict:
         "extra_data": {"milestones": [
             {"id": r.milestone.id, "title": r.milestone.title, "status": r.status, "score": r.score,
              "max_score": r.max_score, "passed": r.passed, "total": len(r.tests), "seconds": round(r.seconds, 3),
-             "message": r.message}
+             "message": r.message, "test_cpu_limit_s": r.milestone.test_timeout_s,
+             "most_test_cpu_s": round(max((t.cpu for t in r.tests), default=0.0), 3),
+             "most_test_cpu": max(r.tests, key=lambda t: t.cpu).name if r.tests else ""}
             for r in results
         ]},
     }

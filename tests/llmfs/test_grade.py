@@ -3,6 +3,9 @@ a two-milestone toy course (fast, no torch) for what needs more than one milesto
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -368,3 +371,39 @@ def test_a_built_dataset_is_built_just_before_its_milestone_and_never_for_untouc
     events.clear()
     grader.grade(course, course.solutions, ["07", "08"])
     assert events == ["graded 07", "speculative-pair", "graded 08"], events
+
+
+CPU_TESTS = """
+import time
+
+def test_spins():
+    while True:
+        pass
+
+def test_waits():
+    time.sleep(2.5)
+
+def test_spins_in_torch_threads():
+    import torch
+    a = torch.randn(800, 800)
+    while True:
+        a @ a
+"""
+
+
+def test_the_per_test_limit_counts_cpu_time_not_waiting(tmp_path):
+    """--cpu-timeout: a test that computes past its CPU-seconds fails as a timeout (every thread counts); a test that
+    waits longer than that, as a test does on a busy machine, passes."""
+    (tmp_path / "test_cpu.py").write_text(CPU_TESTS)
+    results = tmp_path / "results.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "test_cpu.py", "-p", "no:randomly", "--cpu-timeout", "1",
+                           "--llmfs-results", str(results), "-q", "-p", "no:cacheprovider"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    events = {e["nodeid"].split("::")[1]: e for e in map(json.loads, results.read_text().splitlines())
+              if e["event"] == "result"}
+    assert set(events) == {"test_spins", "test_waits", "test_spins_in_torch_threads"}, proc.stdout
+    assert events["test_waits"]["outcome"] == "passed" and events["test_waits"]["cpu"] < 0.5
+    for name in ("test_spins", "test_spins_in_torch_threads"):
+        assert (events[name]["outcome"], events[name]["kind"]) == ("failed", "timeout"), events[name]
+        assert "used more than 1 CPU-seconds" in events[name]["message"]
+        assert 1 <= events[name]["cpu"] < 5, events[name]
