@@ -74,3 +74,99 @@ def test_estimate_and_train(bigram):
     assert len(losses) == 100
     after = bigram.estimate_loss(model, {"train": data}, 4, 8, 3, torch.Generator().manual_seed(0))
     assert after["train"] < before["train"] / 2
+
+
+@pytest.mark.task01_1
+def test_split_and_batch_edge_cases(bigram):
+    train_data, _ = bigram.train_val_split(torch.arange(1000), train_fraction=0.6667)
+    assert len(train_data) == 666  # int(666.7): cut with int(), not round()
+    with pytest.raises(ValueError):
+        bigram.train_val_split(torch.zeros(4, 4, dtype=torch.long))  # ids must be 1-D
+    with pytest.raises(ValueError):
+        bigram.get_batch(torch.arange(10), 2, 10)  # 10 ids hold no window of 10 plus a target
+    x, y = bigram.get_batch(torch.arange(10), 2, 9)  # ... but 9 plus a target fit exactly once
+    assert x.tolist() == [list(range(9))] * 2 and y.tolist() == [list(range(1, 10))] * 2
+    first, _ = bigram.get_batch(torch.arange(1000), 4, 8, torch.Generator().manual_seed(3))
+    torch.manual_seed(123)  # the global seed must not matter: draw with the generator you are given
+    again, _ = bigram.get_batch(torch.arange(1000), 4, 8, torch.Generator().manual_seed(3))
+    starts = torch.randint(1000 - 8, (4,), generator=torch.Generator().manual_seed(3))  # the one specified draw
+    assert torch.equal(first, again) and first[:, 0].tolist() == starts.tolist()
+
+
+@pytest.mark.task01_2
+def test_counting_checks_and_smoothing_k(bigram):
+    with pytest.raises(ValueError):
+        bigram.count_bigrams(torch.tensor([0, 1, 2]), 2)  # id 2 is outside [0, 2)
+    probs = bigram.bigram_probabilities(torch.tensor([[0, 2], [1, 1]]), k=0.5)
+    torch.testing.assert_close(probs, torch.tensor([[0.5 / 3, 2.5 / 3], [1.5 / 3, 1.5 / 3]]))  # (c + k) / (n + kV)
+    with pytest.raises(ValueError):
+        bigram.bigram_probabilities(torch.tensor([[1, 1], [0, 0]]), k=0.0)  # row 1 would be 0 / 0
+
+
+@pytest.mark.task01_3
+def test_generate_samples_from_each_rows_last_id(bigram):
+    model = bigram.BigramLanguageModel(5)
+    with torch.no_grad():  # row a puts (almost) all probability on (a + 1) mod 5
+        model.token_embedding_table.weight.copy_(torch.roll(torch.eye(5), 1, dims=1) * 100)
+    out = model.generate(torch.tensor([[0, 2], [4, 1]]), 3, torch.Generator().manual_seed(0))
+    assert out.tolist() == [[0, 2, 3, 4, 0], [4, 1, 2, 3, 4]]
+    torch.manual_seed(0)
+    model = bigram.BigramLanguageModel(30)
+    prompt = torch.zeros(2, 1, dtype=torch.long)
+    first = model.generate(prompt, 50, torch.Generator().manual_seed(1))
+    torch.manual_seed(99)  # the global seed must not matter: pass the generator to torch.multinomial
+    assert torch.equal(model.generate(prompt, 50, torch.Generator().manual_seed(1)), first)
+    assert not torch.equal(model.generate(prompt, 50, torch.Generator().manual_seed(2)), first)  # sampled, not argmax
+    with pytest.raises(ValueError):
+        model.generate(prompt, -1)
+
+
+class ModeRecorder(torch.nn.Module):
+    """A model whose loss is the first input id, remembering whether each call ran in training mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.modes: list[bool] = []
+
+    def forward(self, idx, targets=None):
+        self.modes.append(self.training)
+        return None, idx[:, 0].float().mean()
+
+
+@pytest.mark.task01_4
+def test_estimate_loss_averages_in_eval_mode(bigram):
+    data = torch.arange(200)
+    g = torch.Generator().manual_seed(0)  # the same five draws, the one specified way
+    expected = sum(torch.randint(200 - 8, (4,), generator=g).float().mean().item() for _ in range(5)) / 5
+    for training in (True, False):
+        recorder = ModeRecorder().train(training)
+        out = bigram.estimate_loss(recorder, {"val": data}, 4, 8, 5, torch.Generator().manual_seed(0))
+        assert out["val"] == pytest.approx(expected)  # the mean of all eval_iters batches, not the last one
+        assert recorder.modes == [False] * 5  # every batch in eval mode (no dropout) ...
+        assert recorder.training == training  # ... and the model left in the mode it was in
+
+
+@pytest.mark.task01_4
+def test_train_is_the_specified_loop(bigram, capsys):
+    data = torch.arange(300) % 7
+    torch.manual_seed(0)
+    model, again = bigram.BigramLanguageModel(7), bigram.BigramLanguageModel(7)
+    again.load_state_dict(model.state_dict())
+    losses = bigram.train(model, data, max_iters=5, batch_size=4, block_size=8, learning_rate=0.05,
+                          generator=torch.Generator().manual_seed(0), progress=False)
+    assert capsys.readouterr().err == ""  # progress=False shows no progress bar
+    assert all(type(loss) is float for loss in losses)  # loss.item(), not the tensor (it holds the graph)
+    optimizer = torch.optim.AdamW(again.parameters(), lr=0.05)
+    g, expected = torch.Generator().manual_seed(0), []
+    for _ in range(5):  # the loop the docstring specifies
+        ix = torch.randint(300 - 8, (4,), generator=g)
+        x, y = torch.stack([data[i : i + 8] for i in ix]), torch.stack([data[i + 1 : i + 9] for i in ix])
+        _, loss = again(x, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        expected.append(loss.item())
+    assert losses == pytest.approx(expected, rel=1e-5)
+    torch.testing.assert_close(model.token_embedding_table.weight, again.token_embedding_table.weight)
+    with pytest.raises(ValueError):
+        bigram.train(model, data, max_iters=-1, batch_size=4, block_size=8, learning_rate=0.05)
