@@ -68,3 +68,49 @@ def test_gpt_forward_and_generate(model):
     torch.testing.assert_close(loss, F.cross_entropy(logits.view(8, 10), idx.view(8)))
     out = gpt.generate(idx, 6, generator=torch.Generator().manual_seed(0))  # runs past block_size=4
     assert out.shape == (2, 10) and torch.equal(out[:, :4], idx)
+
+
+
+def dropout_only_in_training(name, noisy, plain) -> torch.Tensor:
+    """`noisy` (dropout=0.5) equals `plain` (no dropout, same weights) in eval mode, and is random in training
+    mode; returns one training-mode output."""
+    x = torch.randn(2, 6, 8, generator=torch.Generator().manual_seed(0))
+    plain.load_state_dict(noisy.state_dict())
+    torch.testing.assert_close(noisy.eval()(x), plain.eval()(x), msg=f"{name} in eval mode: no dropout")
+    noisy.train()
+    assert not torch.allclose(noisy(x), noisy(x)), f"{name} in training mode: dropout makes outputs random"
+    return noisy(x)
+
+
+@pytest.mark.task02_1
+def test_head_dropout_only_in_training_mode(model):
+    torch.manual_seed(0)
+    dropout_only_in_training("Head", model.Head(8, 4, dropout=0.5), model.Head(8, 4))
+
+
+@pytest.mark.task02_2
+def test_multi_head_dropout_only_in_training_mode(model):
+    torch.manual_seed(0)
+    y = dropout_only_in_training("MultiHeadAttention", model.MultiHeadAttention(8, 2, dropout=0.5),
+                                 model.MultiHeadAttention(8, 2))
+    assert (y == 0).any(), "MultiHeadAttention: resid_dropout after proj zeroes some outputs"
+
+
+@pytest.mark.task02_3
+def test_feed_forward_dropout_only_in_training_mode(model):
+    torch.manual_seed(0)
+    y = dropout_only_in_training("FeedForward", model.FeedForward(8, dropout=0.5), model.FeedForward(8))
+    assert (y == 0).any(), "FeedForward: dropout after proj zeroes some outputs"
+
+
+@pytest.mark.task02_5
+def test_generate_divides_by_the_temperature(model):
+    torch.manual_seed(0)
+    gpt = model.GPT(model.GPTConfig(vocab_size=10, block_size=4, n_layer=1, n_head=2, n_embd=8)).eval()
+    idx = torch.randint(10, (3, 4))
+    with torch.no_grad():
+        most_likely = gpt(idx)[0][:, -1].argmax(dim=-1)
+    out = gpt.generate(idx, 1, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, -1], most_likely)  # logits / 1e-6: all the probability on the most likely id
+    with pytest.raises(ValueError, match="block_size"):
+        gpt(torch.zeros(1, 5, dtype=torch.long))  # 5 positions, but block_size is 4

@@ -37,6 +37,11 @@ def text() -> str:
     return fetch_file("tinyshakespeare").read_text(encoding="utf-8")
 
 
+def assert_close(actual: torch.Tensor, expected: torch.Tensor, what: str, **tolerances: float) -> None:
+    """torch.testing.assert_close whose failure starts with `what`, which names the part."""
+    torch.testing.assert_close(actual, expected, **tolerances, msg=lambda m: f"{what}\n{m}")
+
+
 def tiny_gpt(model, seed: int = 0):
     torch.manual_seed(seed)
     return model.GPT(model.GPTConfig(vocab_size=13, block_size=8, n_layer=2, n_head=2, n_embd=16))
@@ -56,7 +61,7 @@ def run_steps(gpt, optimizer, steps: int, seed: int = 1) -> None:
 
 
 @pytest.mark.task02_6
-@pytest.mark.points(6)
+@pytest.mark.points(5)
 def test_adamw_matches_torch_after_20_steps(model, train):
     """Parameters equal torch.optim.AdamW's after 20 steps: two groups (decay and none), betas, eps, weight decay"""
     ours, theirs = tiny_gpt(model), tiny_gpt(model)
@@ -65,10 +70,14 @@ def test_adamw_matches_torch_after_20_steps(model, train):
     ref = torch.optim.AdamW(train.param_groups(theirs, 0.1), **settings, foreach=False)
     run_steps(ours, opt, 20)
     run_steps(theirs, ref, 20)
+    decays = {id(p): group["weight_decay"] for group in ref.param_groups for p in group["params"]}
     for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=lambda m, name=name: f"{name}: {m}")
+        assert_close(a, b, f"AdamW: {name} (a parameter of the weight_decay={decays[id(b)]} group) differs from "
+                     "torch.optim.AdamW's after 20 steps: bias-correct m and v by 1 - beta ** t, decay p *= 1 - lr * "
+                     "weight_decay (decoupled, not added to the gradient) with the group's own weight_decay",
+                     rtol=1e-5, atol=1e-6)
     moved = [(a - b).abs().max().item() for a, b in zip(ours.parameters(), tiny_gpt(model).parameters(), strict=True)]
-    assert min(moved) > 0, "some parameter never moved"
+    assert min(moved) > 0, "AdamW: some parameter never moved"
 
 
 @pytest.mark.task02_6
@@ -89,8 +98,10 @@ def test_adamw_state_survives_a_state_dict_round_trip(model, train):
     run_steps(again, reference, 10)
     run_steps(again, reference, 10, seed=2)
     for a, b in zip(split.parameters(), again.parameters(), strict=True):
-        assert torch.equal(a, b)
-    assert set(first.state_dict()["state"][0]) >= {"exp_avg", "exp_avg_sq", "step"}
+        assert torch.equal(a, b), ("AdamW: after load_state_dict the steps differ from an uninterrupted run: keep m, v "
+                                   "and the step count in self.state[p]")
+    assert set(first.state_dict()["state"][0]) >= {"exp_avg", "exp_avg_sq", "step"}, (
+        "AdamW: self.state[p] must hold exp_avg, exp_avg_sq and step")
 
 
 @pytest.mark.task02_6
@@ -99,15 +110,19 @@ def test_learning_rate_schedule(train):
     """Linear warmup to max_lr, then the curve of torch's CosineAnnealingLR, then min_lr"""
     kw = {"max_lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "lr_decay_iters": 110}
     for step in range(10):
-        assert train.get_lr(step, **kw) == pytest.approx(1e-3 * (step + 1) / 11, rel=1e-12)
+        assert train.get_lr(step, **kw) == pytest.approx(1e-3 * (step + 1) / 11, rel=1e-12), (
+            f"get_lr({step}) in the warmup must be max_lr * (step + 1) / (warmup_iters + 1)")
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=100, eta_min=1e-4)
     for t in range(101):
-        assert train.get_lr(10 + t, **kw) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-15)
+        assert train.get_lr(10 + t, **kw) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-15), (
+            f"get_lr({10 + t}) must follow the cosine from max_lr at warmup_iters=10 down to min_lr at "
+            "lr_decay_iters=110: r = (step - warmup_iters) / (lr_decay_iters - warmup_iters)")
         optimizer.step()
         cosine.step()
-    assert train.get_lr(111, **kw) == train.get_lr(10_000, **kw) == pytest.approx(1e-4)
+    assert train.get_lr(111, **kw) == train.get_lr(10_000, **kw) == pytest.approx(1e-4), (
+        "get_lr after lr_decay_iters must stay at min_lr")
     with pytest.raises(ValueError):
         train.get_lr(-1, **kw)
     with pytest.raises(ValueError):
@@ -115,7 +130,7 @@ def test_learning_rate_schedule(train):
 
 
 @pytest.mark.task02_6
-@pytest.mark.points(3)
+@pytest.mark.points(4)
 def test_clip_grad_norm_matches_torch(model, train):
     """Same total norm and same clipped gradients as torch.nn.utils.clip_grad_norm_, above and below the limit"""
     for max_norm in (0.05, 1e6):
@@ -127,10 +142,14 @@ def test_clip_grad_norm_matches_torch(model, train):
         theirs.lm_head.bias.grad = None
         norm = train.clip_grad_norm(ours.parameters(), max_norm)
         expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
-        assert norm == pytest.approx(expected.item(), rel=1e-6)
-        for a, b in zip(ours.parameters(), theirs.parameters(), strict=True):
+        assert norm == pytest.approx(expected.item(), rel=1e-6), (
+            f"clip_grad_norm(max_norm={max_norm}) must return the global norm before clipping, sqrt of the sum of "
+            f"every gradient's squares: {expected.item():.6g}, got {norm}")
+        for (name, a), b in zip(ours.named_parameters(), theirs.parameters(), strict=True):
             if b.grad is not None:
-                torch.testing.assert_close(a.grad, b.grad, rtol=1e-6, atol=1e-9)
+                assert_close(a.grad, b.grad, f"clip_grad_norm(max_norm={max_norm}): the gradient of {name} differs "
+                             "from clip_grad_norm_'s: scale every gradient by the same max_norm / (global norm "
+                             "+ 1e-6), only when the global norm is above max_norm", rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError):
         train.clip_grad_norm(ours.parameters(), 0.0)
 
@@ -150,30 +169,38 @@ def test_evaluate_is_the_mean_loss_in_eval_mode(model, train):
     with torch.no_grad():
         expected = sum(F.cross_entropy(gpt(x)[0].flatten(0, 1), y.flatten()).item() for x, y in batches) / 4
     gpt.train()
-    assert train.evaluate(gpt, batches) == pytest.approx(expected, rel=1e-6)
-    assert gpt.training
+    assert train.evaluate(gpt, batches) == pytest.approx(expected, rel=1e-6), (
+        "evaluate: the mean of the batches' losses in eval mode (dropout off), under torch.no_grad()")
+    assert gpt.training, "evaluate: leave the model in the mode it was in (training here)"
     with pytest.raises(ValueError):
         train.evaluate(gpt, [])
 
 
 @pytest.mark.task02_7
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_save_checkpoint_is_atomic(train, tmp_path, monkeypatch):
     """A save that fails midway leaves the previous checkpoint intact and no temporary file behind"""
     path = tmp_path / "new" / "ckpt.pt"
     train.save_checkpoint({"step": 1, "w": torch.ones(3)}, path)
-    assert torch.load(path, weights_only=True)["step"] == 1
+    assert torch.load(path, weights_only=True)["step"] == 1, "save_checkpoint must torch.save the state to path"
+    before = path.read_bytes()
 
-    def torn_save(obj, f, *args, **kwargs):
-        f.write(b"half a checkpoint")
+    def torn_save(obj, f, *args, **kwargs):  # a full disk: half the bytes, then an error
+        if isinstance(f, (str, os.PathLike)):
+            with open(f, "wb") as file:
+                file.write(b"half a checkpoint")
+        else:
+            f.write(b"half a checkpoint")
         raise OSError("No space left on device")
 
     monkeypatch.setattr(torch, "save", torn_save)
     with pytest.raises(OSError, match="No space"):
         train.save_checkpoint({"step": 2, "w": torch.zeros(3)}, path)
     monkeypatch.undo()
-    assert torch.load(path, weights_only=True)["step"] == 1
-    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]
+    assert path.read_bytes() == before, ("save_checkpoint is not atomic: a failed save destroyed the previous "
+                                         "checkpoint (write a temporary file in the same folder, then os.replace)")
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"], (
+        "save_checkpoint: remove the temporary file when saving fails")
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +210,7 @@ def tiny_run(train, text, tmp_path_factory):
 
 
 @pytest.mark.task02_7
-@pytest.mark.points(4)
+@pytest.mark.points(2)
 def test_training_learns_and_writes_its_outputs(train, tiny_run):
     """The tiny preset lowers validation loss from ln(65) and writes checkpoints, losses.csv, loss.png, results.json"""
     out, results = tiny_run
@@ -201,6 +228,80 @@ def test_training_learns_and_writes_its_outputs(train, tiny_run):
     assert results["ms_per_iter"] > 0 and results["steps"] == config.max_iters
 
 
+def documented_lr(step: int, config) -> float:
+    """train()'s schedule, from get_lr's docstring: linear warmup, cosine decay, then min_lr."""
+    if step < config.warmup_iters:
+        return config.learning_rate * (step + 1) / (config.warmup_iters + 1)
+    ratio = min(1.0, (step - config.warmup_iters) / (config.lr_decay_iters - config.warmup_iters))
+    return config.min_lr + (config.learning_rate - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * ratio))
+
+
+def documented_losses(train, config, text: str, *, clip: bool = True, schedule: bool = True,
+                      zero_grad: bool = True) -> list[float]:
+    """The training loss of each step of the loop train()'s docstring describes, written with torch.optim.AdamW and
+    clip_grad_norm_; each flag set to False leaves out one part, to name the part a learner's loop lacks."""
+    bigram = train.bigram
+    tokenizer = bigram.CharTokenizer(text)
+    train_ids, _ = bigram.train_val_split(torch.tensor(tokenizer.encode(text), dtype=torch.long))
+    torch.manual_seed(config.seed)
+    gpt = train.build_model(config, tokenizer.vocab_size).train()
+    optimizer = torch.optim.AdamW(train.param_groups(gpt, config.weight_decay), lr=config.learning_rate,
+                                  betas=(config.beta1, config.beta2), foreach=False)
+    batches = torch.Generator().manual_seed(config.seed)
+    losses = []
+    for step in range(config.max_iters):
+        if schedule:
+            for group in optimizer.param_groups:
+                group["lr"] = documented_lr(step, config)
+        x, y = bigram.get_batch(train_ids, config.batch_size, config.block_size, batches)
+        _, loss = gpt(x, y)
+        if zero_grad:
+            optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip:
+            torch.nn.utils.clip_grad_norm_(gpt.parameters(), config.grad_clip)
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+LOOP_MISTAKES = {
+    "as if the gradients were never clipped (clip_grad_norm(model.parameters(), grad_clip) when grad_clip > 0)":
+        {"clip": False},
+    "as if the learning rate never reached the optimizer (set get_lr(step) as every param group's lr)":
+        {"schedule": False},
+    "as if the gradients were never reset (optimizer.zero_grad(set_to_none=True) before backward)":
+        {"zero_grad": False},
+}
+
+
+@pytest.mark.task02_7
+@pytest.mark.points(5)
+def test_training_steps_follow_the_documented_loop(train, text, tmp_path):
+    """Each logged step's lr and loss equal a loop written here with torch.optim.AdamW and clip_grad_norm_ (lr from the
+    schedule on every param group, zero_grad, backward, clipping, step), with dropout on: an evaluation that draws
+    dropout masks, or leaves the model in eval mode, changes the losses too"""
+    config = replace(train.PRESETS["tiny"], max_iters=10, eval_interval=5, eval_iters=2, dropout=0.1)
+    text = text[:200_000]
+    train.train(config, text, tmp_path, progress=False)
+    rows = train.read_log(tmp_path / "losses.csv")[:config.max_iters]
+    assert [float(r["lr"]) for r in rows] == pytest.approx([documented_lr(s, config) for s in range(10)], rel=1e-5), (
+        "train: the lr column must hold get_lr(step) of each step")
+    losses, expected = [float(r["loss"]) for r in rows], documented_losses(train, config, text)
+    assert losses[0] == pytest.approx(expected[0], abs=2e-5), (
+        f"train: step 0's loss (before any update) is {losses[0]}, the documented loop's {expected[0]:.6f}: seed with "
+        "config.seed before build_model, draw batches with bigram.get_batch(train ids, ..., batch_generator), train "
+        "in training mode; evaluate() must run in eval mode (no dropout masks drawn) and restore training mode")
+    if losses != pytest.approx(expected, abs=2e-5):
+        step = next(s for s, (a, e) in enumerate(zip(losses, expected, strict=True)) if a != pytest.approx(e, abs=2e-5))
+        mistake = next((what for what, flags in LOOP_MISTAKES.items()
+                        if losses == pytest.approx(documented_losses(train, config, text, **flags), abs=2e-5)),
+                       "set get_lr(step) as every param group's lr, zero_grad, backward, clip_grad_norm when "
+                       "grad_clip > 0, optimizer.step()")
+        pytest.fail(f"train: the loss of step {step} is {losses[step]}, the documented loop's {expected[step]:.6f}: "
+                    f"the updates differ, {mistake}")
+
+
 @pytest.mark.task02_7
 @pytest.mark.points(4)
 def test_resumed_run_continues_bit_for_bit(train, text, tmp_path):
@@ -212,14 +313,18 @@ def test_resumed_run_continues_bit_for_bit(train, text, tmp_path):
     resumed = train.train(config, text, tmp_path / "split", resume=True, progress=False)
     rows = {r["step"]: r for r in train.read_log(tmp_path / "straight" / "losses.csv")}
     again = {r["step"]: r for r in train.read_log(tmp_path / "split" / "losses.csv")}
-    assert [r["loss"] for r in again.values()] == [r["loss"] for r in rows.values()]
-    assert resumed["val_loss"] == straight["val_loss"]
+    assert list(again) == list(rows), ("train(resume=True): losses.csv must hold every step 0..max_iters once; "
+                                       "LossLog(path, start) keeps the rows before the step it resumes from")
+    differ = [step for step in rows if again[step]["loss"] != rows[step]["loss"]]
+    assert not differ, (f"train(resume=True): the losses differ from the uninterrupted run's from step {differ[0]}: "
+                        "continue from the saved step with the saved model, optimizer and RNG states")
+    assert resumed["val_loss"] == straight["val_loss"], "train(resume=True): the final val_loss differs"
     with pytest.raises(ValueError, match="learning_rate"):
         train.train(replace(config, learning_rate=0.5), text, tmp_path / "split", resume=True, progress=False)
 
 
 @pytest.mark.task02_7
-@pytest.mark.points(4)
+@pytest.mark.points(2)
 def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
     """`train.py train` killed with SIGKILL mid-run, then run again with --resume, writes the uninterrupted
     run's losses.csv exactly, and `train.py sample` prints text from its checkpoint"""
