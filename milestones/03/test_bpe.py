@@ -34,10 +34,21 @@ def test_split_and_pretokenize(bpe):
     assert bpe.pretokenize(TRICKY) == regex.findall(r50k_pat_str, TRICKY)  # tiktoken's own regex
 
 
+@pytest.mark.task03_1
+def test_split_edge_cases_and_other_patterns(bpe):
+    # Where special tokens overlap the longest wins; special tokens are literal text, not regexes; no empty pieces.
+    assert bpe.split_on_special("x<|a|><|a|>y", ["<|a|>", "<|a|><|a|>"]) == ["x", "<|a|><|a|>", "y"]
+    assert bpe.split_on_special("1+1=2", ["+"]) == ["1", "+", "1=2"]
+    assert bpe.split_on_special(f"{ENDOFTEXT}{ENDOFTEXT}x", [ENDOFTEXT]) == [ENDOFTEXT, ENDOFTEXT, "x"]
+    # pretokenize splits with the pattern it is given: GPT-4's takes digits three at a time.
+    assert bpe.pretokenize("1234567", bpe.GPT4_SPLIT_PATTERN) == ["123", "456", "7"]
+
+
 @pytest.mark.task03_2
 def test_count_and_merge(bpe):
     assert dict(bpe.count_pairs([[1, 2, 3], [1, 2], [7, 7, 7]])) == {(1, 2): 2, (2, 3): 1, (7, 7): 2}
     assert bpe.merge_pair([7, 7, 7, 1], (7, 7), 9) == [9, 7, 1]
+    assert bpe.merge_pair([1, 2, 3, 1, 2], (1, 2), 9) == [9, 3, 9]  # the last pair too
 
 
 @pytest.mark.task03_3
@@ -45,6 +56,23 @@ def test_train_follows_the_tie_rule(bpe):
     # (a, a) x4; then (aa, a) and (a, b) tie at 2, and b"aa" > b"a"; then (aaa, b)
     tokenizer = bpe.train("aaabdaaabac", 259)
     assert [tuple(p) for p in tokenizer.merges] == [(b"a", b"a"), (b"aa", b"a"), (b"aaa", b"b")]
+
+
+@pytest.mark.task03_3
+def test_train_breaks_ties_on_bytes_and_stops_when_the_text_is_used_up(bpe):
+    # (a, a) x3 first, as id 256; then (aa, x) and (b, c) tie at 2: b"b" > b"aa", though 256 > 98
+    tokenizer = bpe.train("aax aax aa bc bc", 259, pattern=r"\S+")
+    assert [tuple(p) for p in tokenizer.merges] == [(b"a", b"a"), (b"b", b"c"), (b"aa", b"x")]
+    # "abab" holds two merges (ab, then abab): asking for 44 gives two and a smaller vocabulary
+    tokenizer = bpe.train("abab", 300)
+    assert [tuple(p) for p in tokenizer.merges] == [(b"a", b"b"), (b"ab", b"ab")] and tokenizer.vocab_size == 258
+
+
+@pytest.mark.task03_3
+def test_train_never_learns_from_special_tokens(bpe):
+    # "<|x|>" three times would make ("<", "|") the most frequent pair, were it trained on as text
+    tokenizer = bpe.train("<|x|> <|x|> <|x|> ab", 258, special_tokens=["<|x|>"])
+    assert [tuple(p) for p in tokenizer.merges] == [(b"a", b"b")]  # 256 bytes + 1 merge + 1 special = 258
 
 
 @pytest.mark.task03_3
@@ -69,6 +97,19 @@ def test_gpt2_files_and_save_load(bpe, gpt2, tmp_path):
     assert loaded.vocab == small.vocab and [tuple(p) for p in loaded.merges] == [tuple(p) for p in small.merges]
 
 
+@pytest.mark.task03_4
+def test_save_is_atomic_and_load_checks_the_format(bpe, tmp_path):
+    path = tmp_path / "tok.json"
+    path.write_text("an older file")
+    inode = path.stat().st_ino
+    bpe.train("hello hello world", 260).save(path)
+    # atomic: a temporary file renamed over the old one (a new inode), nothing left beside it
+    assert path.stat().st_ino != inode and [p.name for p in tmp_path.iterdir()] == ["tok.json"]
+    (tmp_path / "other.json").write_text('{"model": "something else"}')
+    with pytest.raises(ValueError):
+        bpe.Tokenizer.load(tmp_path / "other.json")
+
+
 @pytest.mark.task03_5
 def test_encode_equals_tiktoken(gpt2):
     enc = gpt2_tiktoken()
@@ -78,3 +119,15 @@ def test_encode_equals_tiktoken(gpt2):
     assert gpt2.encode(f"a{ENDOFTEXT}", allowed_special="all") == enc.encode(f"a{ENDOFTEXT}", allowed_special="all")
     with pytest.raises(ValueError):
         gpt2.encode(f"a{ENDOFTEXT}")
+
+
+@pytest.mark.task03_5
+def test_special_ids_and_invalid_utf8_decode_like_tiktoken(gpt2):
+    enc = gpt2_tiktoken()
+    assert gpt2.decode([15496, 50256]) == enc.decode([15496, 50256]) == f"Hello{ENDOFTEXT}"
+    cut = [enc.encode_single_token(b"\xc3"), *enc.encode(" a")]  # half of "é" (c3 a9), then " a"
+    assert gpt2.decode(cut) == enc.decode(cut) == "\ufffd a"
+    with pytest.raises(ValueError):
+        gpt2.encode("hi", allowed_special={"<|not a special token|>"})
+    with pytest.raises(ValueError, match="50300"):
+        gpt2.decode([15496, 50300])  # no token has id 50300: a ValueError naming it, not a KeyError
