@@ -47,7 +47,7 @@ def test_shards_hold_every_document_after_an_endoftext(data, stories, tmp_path):
 
 
 @pytest.mark.task05_4
-@pytest.mark.points(2)
+@pytest.mark.points(1)
 def test_tinyshakespeare_shards_with_parallel_tokenization(shakespeare_shards):
     """TinyShakespeare in 100K-token shards tokenized by 2 processes: 338,025 tokens + 1 EOT, in 4 shards"""
     paths, text = shakespeare_shards
@@ -67,21 +67,33 @@ def read_epoch(loader, batches: int) -> list[tuple[int, ...]]:
 
 
 @pytest.mark.task05_4
-@pytest.mark.points(3)
-def test_an_epoch_reads_every_window_once_in_a_shuffled_order(data, shakespeare_shards):
-    """B=8, T=64 over the shards: an epoch's windows are all (T+1)-token windows at multiples of T, each once"""
+@pytest.mark.points(4)
+def test_an_epoch_reads_every_window_once_in_a_shuffled_order(data, shakespeare_shards, tmp_path):
+    """B=8, T=64 over the shards and a 513-token one: an epoch's windows are all (T+1)-token windows at multiples
+    of T (the last one ending exactly at the shard's end too), each once; the next epoch reshuffles them"""
     paths, _ = shakespeare_shards
+    edge = tmp_path / "edge_train_000009.npy"
+    np.save(edge, np.arange(50_300, 50_813, dtype=np.uint16))  # ids no text has; 8 windows, the last ends at the end
+    # (5,288 windows in all: 661 full batches)
+    paths = [*paths, edge]
     arrays = [np.load(p).astype(np.int64) for p in paths]
-    expected = sorted(tuple(a[s : s + 65].tolist()) for a in arrays for s in range(0, len(a) - 64, 64))
+    starts = [(i, s) for i, a in enumerate(arrays) for s in range(0, len(a) - 64, 64)]
     loader = data.ShardLoader(paths, 8, 64, seed=1)
-    per_epoch = len(expected) // 8
+    assert loader.windows() == starts, (
+        f"ShardLoader.windows: {len(loader.windows())} windows, expected {len(starts)}: every (shard, start) with "
+        "start = 0, T, 2T, ... and start + T + 1 <= len(shard), the last full one included")
+    in_order = [tuple(arrays[i][s : s + 65].tolist()) for i, s in starts]
+    per_epoch = len(starts) // 8
     first = read_epoch(loader, per_epoch)
-    assert len(set(first)) == len(first) == per_epoch * 8 and set(first) <= set(expected)
-    in_order = [w for a in arrays for w in (tuple(a[s : s + 65].tolist()) for s in range(0, len(a) - 64, 64))]
-    assert first[:50] != in_order[:50]  # shuffled, not read in order
+    assert len(set(first)) == len(first) == per_epoch * 8 and set(first) <= set(in_order), (
+        "ShardLoader.next_batch: an epoch must read distinct windows of the shards, each at most once (a new epoch "
+        "starts only when fewer than B windows of this one are left)")
+    assert first[:50] != in_order[:50], "ShardLoader.next_batch: the windows must come in the shuffled order"
     second = read_epoch(loader, per_epoch)
-    assert loader.epoch == 1 and set(second) <= set(expected) and len(set(second)) == len(second)
-    assert second[:50] != first[:50]  # a fresh order each epoch
+    assert loader.epoch == 1 and set(second) <= set(in_order) and len(set(second)) == len(second), (
+        f"ShardLoader.next_batch: after two epochs' batches epoch is {loader.epoch}, not 1, or a window came twice")
+    assert second[:50] != first[:50], (
+        "ShardLoader.next_batch: a new epoch must read a fresh order (rebuild it for the new epoch number)")
 
 
 @pytest.mark.task05_4
@@ -97,7 +109,7 @@ def test_ranks_read_disjoint_windows(data, shakespeare_shards):
 
 
 @pytest.mark.task05_4
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 def test_a_restored_loader_continues_exactly(data, shakespeare_shards):
     """state_dict after 700 batches (past an epoch boundary) restores into a new loader that yields the same next
     batches; a different seed or rank refuses the state"""
@@ -109,8 +121,10 @@ def test_a_restored_loader_continues_exactly(data, shakespeare_shards):
     expected = [loader.next_batch() for _ in range(20)]
     restored = data.ShardLoader(paths, 8, 64, seed=5)
     restored.load_state_dict(state)
-    for (x, y), (rx, ry) in zip(expected, (restored.next_batch() for _ in range(20)), strict=True):
-        assert torch.equal(x, rx) and torch.equal(y, ry)
+    for i, ((x, y), (rx, ry)) in enumerate(zip(expected, (restored.next_batch() for _ in range(20)), strict=True)):
+        assert torch.equal(x, rx) and torch.equal(y, ry), (
+            f"ShardLoader.load_state_dict: batch {i} after the restore differs from the original loader's: restore "
+            "the epoch and the position, and rebuild that epoch's order")
     with pytest.raises(ValueError):
         data.ShardLoader(paths, 8, 64, seed=6).load_state_dict(state)
     with pytest.raises(ValueError):

@@ -30,13 +30,14 @@ SMALL = [  # (n_layer, n_head, n_embd, block_size, vocab_size)
 ]
 
 
-def assert_matches_hf(ours, hf, idx, targets=None):
+def assert_matches_hf(ours, hf, idx, targets=None, path=""):
+    """`path` names the optional code path under test (e.g. "flash=True: ") in the failure message."""
     with torch.no_grad():
         logits, loss = ours(idx, targets)
         expected = hf(idx, labels=None)
     if not torch.allclose(logits, expected.logits, atol=ATOL, rtol=RTOL):
         where = hf_ref.first_divergence(ours, hf, idx, ATOL, RTOL) or "the final lm_head"
-        pytest.fail(f"logits differ from transformers.GPT2LMHeadModel's: {where}", pytrace=False)
+        pytest.fail(f"{path}logits differ from transformers.GPT2LMHeadModel's: {where}", pytrace=False)
     if targets is not None:
         reference = torch.nn.functional.cross_entropy(expected.logits.flatten(0, 1), targets.flatten())
         torch.testing.assert_close(loss, reference, atol=ATOL, rtol=RTOL)
@@ -49,20 +50,22 @@ def assert_matches_hf(ours, hf, idx, targets=None):
 @pytest.mark.points(3)
 @pytest.mark.parametrize("shape", SMALL, ids=[f"L{s[0]}-H{s[1]}-C{s[2]}-T{s[3]}" for s in SMALL])
 def test_logits_and_loss_match_hugging_face_on_small_models(gpt2, shape):
-    """Random HF GPT-2s of several shapes, batch 3, every length from 1 to block_size: logits and loss match"""
+    """Random HF GPT-2s of several shapes, batch 3, lengths from 1 to block_size: logits and loss match, on the
+    explicit attention path and on the flash=True one (F.scaled_dot_product_attention, causal too)"""
     n_layer, n_head, n_embd, block_size, vocab_size = shape
     hf = hf_ref.random_hf_gpt2(n_layer, n_head, n_embd, block_size, vocab_size, seed=n_layer)
-    ours = hf_ref.ours_for(gpt2, hf)
+    ours, flash = hf_ref.ours_for(gpt2, hf), hf_ref.ours_for(gpt2, hf, flash=True)
     g = torch.Generator().manual_seed(1)
     for T in sorted({1, 2, block_size // 2, block_size}):
         idx = torch.randint(vocab_size, (3, T), generator=g)
         targets = torch.randint(vocab_size, (3, T), generator=g)
         assert_matches_hf(ours, hf, idx, targets)
+        assert_matches_hf(flash, hf, idx, targets, path="flash=True: ")
 
 
 @pytest.mark.task05_1
 @pytest.mark.slow
-@pytest.mark.points(5)
+@pytest.mark.points(3)
 def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
     """The 124M configuration: 124,439,808 parameters (wte tied to lm_head); logits on (2, 128) match HF's"""
     hf = hf_ref.random_hf_gpt2(12, 12, 768, 1024, 50257, seed=0, scale=0.02)
@@ -74,7 +77,7 @@ def test_gpt2_124m_matches_hugging_face_and_counts_124439808_parameters(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_parameter_names_are_hugging_faces(gpt2):
     """state_dict keys are GPT2LMHeadModel's (minus its attention-mask buffers)"""
     hf = hf_ref.random_hf_gpt2(2, 2, 32, 16, 50)
@@ -84,7 +87,7 @@ def test_parameter_names_are_hugging_faces(gpt2):
 
 
 @pytest.mark.task05_1
-@pytest.mark.points(3)
+@pytest.mark.points(2)
 def test_initialisation_is_gpt2s(gpt2):
     """std 0.02 for weights and embeddings, 0.02/sqrt(2 n_layer) for the residual projections, zero biases; a fresh
     model's loss is close to ln(V)"""
@@ -174,8 +177,29 @@ def test_rope_equals_llamas_rotary_embedding(gpt2, offset):
     cos_ref, sin_ref = rotary(q, position_ids)
     q_ref, k_ref = apply_rotary_pos_emb(q, k, cos_ref, sin_ref)
     cos, sin = gpt2.rope_tables(head_size, 64)
-    torch.testing.assert_close(gpt2.apply_rope(q, cos, sin, offset), q_ref, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(gpt2.apply_rope(k, cos, sin, offset), k_ref, atol=1e-5, rtol=1e-5)
+    for x, expected in ((q, q_ref), (k, k_ref)):
+        got = gpt2.apply_rope(x, cos, sin, offset)
+        if not torch.allclose(got, expected, atol=1e-5, rtol=1e-5):
+            pytest.fail(rope_diagnosis(got, x, cos, sin, offset, rotary, cos_ref, sin_ref), pytrace=False)
+
+
+def rope_diagnosis(got, x, cos, sin, offset, rotary, cos_ref, sin_ref) -> str:
+    """Which part of RoPE is wrong, judged against Llama's tables and Llama's rotation."""
+    T = x.size(-2)
+    same = tuple(cos.shape) == (64, x.size(-1)) and all(
+        torch.allclose(table[offset : offset + T], ref[0], atol=1e-5) for table, ref in ((cos, cos_ref), (sin, sin_ref))
+    )
+    if not same:
+        return ("rope_tables differ from Llama's cos and sin: row t, channel i must be cos / sin of "
+                "t * base ** (-2 (i mod hs/2) / hs) (the angles laid out as [angles, angles])")
+    if offset:
+        at_zero = apply_rotary_pos_emb(x, x, *rotary(x, torch.arange(T).unsqueeze(0)))[0]
+        if torch.allclose(got, at_zero, atol=1e-5, rtol=1e-5):
+            return (f"apply_rope ignores offset={offset}: the sequence's positions are offset, ..., offset + T - 1, "
+                    "so it needs rows offset: offset + T of cos and sin")
+    return ("apply_rope differs from Llama's apply_rotary_pos_emb with the same tables: it must be "
+            "x * cos + rotate_half(x) * sin with rotate_half(x) = cat(-x2, x1) for the halves x1, x2 of the last "
+            "dimension (not adjacent pairs, and that sign)")
 
 
 @pytest.mark.task05_3
@@ -194,7 +218,7 @@ def test_rope_scores_depend_only_on_relative_position(gpt2):
 
 
 @pytest.mark.task05_3
-@pytest.mark.points(2)
+@pytest.mark.points(4)
 def test_a_rope_model_has_no_position_embedding_and_learns(gpt2):
     """rope=True: no wpe; offset shifts positions exactly; 30 AdamW steps on one batch cut its loss"""
     torch.manual_seed(0)
@@ -207,8 +231,11 @@ def test_a_rope_model_has_no_position_embedding_and_learns(gpt2):
         tail, _ = model(idx[:, 10:], offset=10)
         start, _ = model(idx[:, 10:11])
         shifted, _ = model(idx[:, 10:11], offset=10)
-    torch.testing.assert_close(start, shifted, atol=1e-5, rtol=1e-5)
-    assert tail.shape == (4, 22, 40) and not torch.allclose(tail, full[:, 10:])  # it only sees from position 10
+    assert torch.allclose(start, shifted, atol=1e-5, rtol=1e-5), (
+        "rope=True: one token alone must give the same logits at offset 10 as at offset 0 (it attends only to itself, "
+        "and RoPE rotates q and k, never v)")
+    assert tail.shape == (4, 22, 40) and not torch.allclose(tail, full[:, 10:]), (
+        "rope=True: GPT.forward(idx[:, 10:], offset=10) sees only from position 10, so its logits differ")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = None
     for _ in range(30):
@@ -217,7 +244,7 @@ def test_a_rope_model_has_no_position_embedding_and_learns(gpt2):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    assert loss.item() < 0.5 * first
+    assert loss.item() < 0.5 * first, f"rope=True: 30 AdamW steps on one batch only took its loss from {first:.3f}"
 
 
 # ---------------------------------------------------------------------------------------------- task05_7
@@ -239,9 +266,11 @@ def test_rendered_examples_are_context_then_each_ending(hellaswag, hellaswag_exa
     assert tokens.shape == mask.shape and tokens.shape[0] == 4 and label == example["label"]
     for i, ending in enumerate(example["endings"]):
         row = context + enc.encode_ordinary(" " + ending)
-        assert tokens[i, : len(row)].tolist() == row and tokens[i, len(row):].eq(0).all()
+        assert tokens[i, : len(row)].tolist() == row and tokens[i, len(row):].eq(0).all(), (
+            f"render_example: row {i} must be encode(ctx) + encode(' ' + ending), then zeros")
         padding = tokens.shape[1] - len(row)
-        assert mask[i].tolist() == [0] * len(context) + [1] * (len(row) - len(context)) + [0] * padding
+        assert mask[i].tolist() == [0] * len(context) + [1] * (len(row) - len(context)) + [0] * padding, (
+            f"render_example: mask row {i} must be 1 on the ending's tokens only (0 on the context and the padding)")
 
 
 @pytest.mark.task05_7
@@ -262,9 +291,17 @@ def test_ending_scores_equal_those_from_hugging_faces_model(hellaswag, hellaswag
             start = int(mask[i].nonzero()[0])  # first ending token
             expected = torch.nn.functional.cross_entropy(
                 logits[i, start - 1 : start - 1 + n], tokens[i, start : start + n], reduction="sum")
-            assert summed[i].item() == pytest.approx(expected.item(), rel=1e-5)
-            assert mean[i].item() == pytest.approx(expected.item() / n, rel=1e-5)
+            assert summed[i].item() == pytest.approx(expected.item(), rel=1e-5), (
+                f"ending_losses: ending {i}'s summed loss is {summed[i].item():.4f}, its {n} tokens' cross-entropy "
+                f"sums to {expected.item():.4f} (position t predicts token t + 1: logits[:, :-1] against "
+                "tokens[:, 1:], weighted by mask[:, 1:])")
+            assert mean[i].item() == pytest.approx(expected.item() / n, rel=1e-5), (
+                f"ending_losses: ending {i}'s mean loss is {mean[i].item():.4f}, not its summed loss divided by its "
+                f"{n} ending tokens ({expected.item() / n:.4f}): the context and the padding do not count")
         correct += int(summed.argmin() == label)
         correct_norm += int(mean.argmin() == label)
     scores = hellaswag.evaluate(lambda t: hf(t).logits, hellaswag_examples, enc.encode_ordinary)
-    assert scores["acc"] == correct / 50 and scores["acc_norm"] == correct_norm / 50 and scores["n"] == 50
+    assert scores["n"] == 50, f"evaluate: n is {scores['n']} for 50 examples"
+    assert scores["acc"] == correct / 50 and scores["acc_norm"] == correct_norm / 50, (
+        f"evaluate: acc {scores['acc']} and acc_norm {scores['acc_norm']}, but the ending with the lowest summed loss "
+        f"is the label in {correct} of 50 examples and the one with the lowest mean loss in {correct_norm}")
