@@ -71,7 +71,7 @@ def test_a_crashed_run_resumes_bit_for_bit(train, tmp_path):
 def test_torchrun_with_two_processes_equals_one(train, tmp_path):
     script, env = Path(train.__file__), {**os.environ, "OMP_NUM_THREADS": "1"}
     common = ["train", "--preset", "tiny", "--device", "cpu", "--set", "max_steps=4"]
-    for out, launcher in (("ddp", ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29519"]),
+    for out, launcher in (("ddp", ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]),
                           ("one", [])):
         run = subprocess.run([sys.executable, *launcher, str(script), *common, "--out", str(tmp_path / out)],
                              capture_output=True, text=True, timeout=300, env=env)

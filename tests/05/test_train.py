@@ -204,8 +204,8 @@ def test_ddp_on_two_cpu_processes_equals_one_process(train, tmp_path):
     same global batch of 512 tokens (one micro-batch per rank against two accumulated)"""
     script = implementation_root() / "05" / "train.py"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                          "29517", str(script), "train", "--preset", "tiny", "--device", "cpu", "--set", "max_steps=6",
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(script), "train", "--preset", "tiny", "--device", "cpu", "--set", "max_steps=6",
                           "--out", str(tmp_path / "ddp")], capture_output=True, text=True, timeout=240, env=env)
     raise_if_stub(ddp.stdout + ddp.stderr)
     assert ddp.returncode == 0, (ddp.stdout + ddp.stderr)[-3000:]
