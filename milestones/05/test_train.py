@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llmfs.testing import implementation_fixture
+from llmfs.testing import implementation_fixture, raise_if_stub
 
 here = Path(__file__).resolve().parents[1]
 train = implementation_fixture("05", "train", default_root=here)
@@ -75,6 +75,7 @@ def test_torchrun_with_two_processes_equals_one(train, tmp_path):
                           ("one", [])):
         run = subprocess.run([sys.executable, *launcher, str(script), *common, "--out", str(tmp_path / out)],
                              capture_output=True, text=True, timeout=300, env=env)
+        raise_if_stub(run.stdout + run.stderr)  # train() still to write: say so, not a torchrun traceback
         assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
     ddp, one = (torch.load(tmp_path / out / "last.pt", weights_only=True) for out in ("ddp", "one"))
     assert [loader["rank"] for loader in ddp["loader"]] == [0, 1]  # each rank reads its own windows

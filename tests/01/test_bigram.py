@@ -36,6 +36,8 @@ def must_raise(error: type[Exception], what: str, when: str, match: str = "") ->
             pytest.fail(f"{what}: the {error.__name__} raised {when} must mention {match!r}, got: {raised}",
                         pytrace=False)
         return
+    except NotImplementedError:  # a stub: code still to write, reported as such
+        raise
     except Exception as raised:  # noqa: BLE001 - the wrong exception is the learner's mistake to report
         pytest.fail(f"{what} must raise {error.__name__} {when}, not {type(raised).__name__}: {raised}",
                     pytrace=False)
@@ -218,6 +220,8 @@ def test_get_batch_rejects_impossible_sizes(bigram):
         bigram.get_batch(data, 2, 0)
     try:
         x, y = bigram.get_batch(data, 3, 9, torch.Generator().manual_seed(0))  # the longest window that fits
+    except NotImplementedError:  # a stub: code still to write, reported as such
+        raise
     except Exception as error:  # noqa: BLE001 - report which call failed, not a bare traceback
         pytest.fail(f"get_batch: data of block_size + 1 ids holds exactly one window, yet it raised {error!r}",
                     pytrace=False)

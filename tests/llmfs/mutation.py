@@ -337,18 +337,23 @@ def main(argv: list[str] | None = None) -> int:
     for milestone in sorted({m.milestone for m in mutants}):
         outcomes += run_milestone(milestone, [m for m in mutants if m.milestone == milestone], course_root,
                                  public=args.public, jobs=args.jobs)
+        if args.json:  # after each milestone, so an interrupted run keeps what it measured
+            write_json(outcomes, args.json)
     for outcome in outcomes:
         if outcome.verdict():
             print(f"\nNOT CAUGHT {outcome.mutant}: {outcome.verdict()}\n{outcome.output[-2000:]}")
     print(table(outcomes))
-    if args.json:
-        records = [{**{k: v for k, v in asdict(o).items() if k != "_expected"}, "output": o.output[-4000:],
-                    "verdict": o.verdict() or "caught"} for o in outcomes]
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        part = args.json.with_suffix(".part")
-        part.write_text(json.dumps(records, indent=1) + "\n")
-        part.replace(args.json)
     return 0 if all(not o.verdict() for o in outcomes) else 1
+
+
+def write_json(outcomes: list[Outcome], path: Path) -> None:
+    """Every outcome, with its output's tail and verdict, written atomically."""
+    records = [{**{k: v for k, v in asdict(o).items() if k != "_expected"}, "output": o.output[-4000:],
+                "verdict": o.verdict() or "caught"} for o in outcomes]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    part = path.with_suffix(".part")
+    part.write_text(json.dumps(records, indent=1) + "\n")
+    part.replace(path)
 
 
 if __name__ == "__main__":
