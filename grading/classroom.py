@@ -277,6 +277,13 @@ def remove_stale_runs() -> None:
             _rmtree(folder)
 
 
+def remove_torn_writes(out: Path) -> None:
+    """Delete the temporary files of atomic writes (llmfs.fsutil) that a killed run left in OUT: the files they
+    were replacing are intact, and this run rewrites them. (One grade-all writes to an OUT folder at a time.)"""
+    for torn in out.glob("**/.*.tmp"):
+        torn.unlink(missing_ok=True)
+
+
 def _rmtree(path: Path) -> None:
     """Remove a working folder even if the code under test made parts of it read-only."""
     def unlock(func, target, _exc):
@@ -338,6 +345,7 @@ class ClassGrader:
         fetch_datasets(chosen, built=True)  # 08's pair: once for the class
         self.records_dir.mkdir(parents=True, exist_ok=True)
         remove_stale_runs()
+        remove_torn_writes(self.out)
         with tempfile.TemporaryDirectory(prefix=RUN_PREFIX) as run_dir:
             run_dir = Path(run_dir)
             os.chmod(run_dir, 0o700)

@@ -74,7 +74,7 @@ def race(runs: dict[str, Callable[[], object]], fast: str, slow: str, minimum: f
                 start = time.process_time()
                 outputs[name] = runs[name]()
                 best[name] = min(best[name], time.process_time() - start)
-            ratio = best[slow] / best[fast]
+            ratio = best[slow] / max(best[fast], 1e-9)  # a clock that saw no CPU time is not the learner's fault
             if attempt + 1 >= min_attempts and (ratio < minimum / 3 or ratio >= 1.1 * minimum):
                 break
 
@@ -85,8 +85,9 @@ def race(runs: dict[str, Callable[[], object]], fast: str, slow: str, minimum: f
     finally:
         torch.set_num_threads(threads)
     benchmark.extra_info.update({f"{name}_s": seconds for name, seconds in best.items()})
-    benchmark.extra_info["ratio"] = best[slow] / best[fast]
-    return best[slow] / best[fast], outputs
+    ratio = best[slow] / max(best[fast], 1e-9)
+    benchmark.extra_info["ratio"] = ratio
+    return ratio, outputs
 
 
 def record_threshold(benchmark, key: str, limit: float, figure: float) -> float:
