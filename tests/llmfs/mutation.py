@@ -5,7 +5,7 @@ The mutants themselves are in tests/llmfs/mutants/mNN.py (one list per milestone
 live beside the hidden tests and never ship to learners). `test_mutants.py` asserts on them in CI (`-m slow`);
 this file, run as a script, prints the mutation score of each milestone (the table in README.md):
 
-    python tests/llmfs/mutation.py [-m 01 -m 02 ...] [-k WORDS] [--public] [--json docs/mutation/score.json]
+    python tests/llmfs/mutation.py [-m 01 -m 02 ...] [-k WORDS ...] [--public] [--jobs N] [--json FILE]
 
 A milestone's mutants run in one process that imports torch (and transformers) once and forks a child per mutant,
 so a mutant costs its tests, not a fresh interpreter. Each child runs
@@ -29,7 +29,8 @@ from pathlib import Path
 
 HARMS = ("output", "robustness", "speed")
 TASK_SECTION = re.compile(r"^# (task\d\d_\d+):", re.MULTILINE)
-SERIOUS_SHARE = 0.25  # a mistake that changes outputs loses at least this share of its task's points
+SERIOUS_SHARE = 0.25  # a mistake that changes outputs loses at least this share of its task's points ...
+REBALANCED = ("01", "02", "03", "04", "05")  # ... in the milestones whose points issue 16 rebalanced for it
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,8 @@ class Outcome:
             return "no hidden test of its task failed"
         if not self.named:
             return f"no failing message contains {self._expected!r}"
-        if self.harm == "output" and self.lost < SERIOUS_SHARE * self.task_points - 1e-9:
+        if (self.harm == "output" and self.mutant[:2] in REBALANCED
+                and self.lost < SERIOUS_SHARE * self.task_points - 1e-9):
             return (f"it changes outputs but loses only {self.lost:g} of {self.task:s}'s {self.task_points:g} points "
                     f"(needs {SERIOUS_SHARE * self.task_points:g})")
         return ""
@@ -326,13 +328,14 @@ def table(outcomes: list[Outcome]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-m", "--milestone", action="append", help="only these milestones (repeatable)")
-    parser.add_argument("-k", "--only", default="", help="only mutants whose description contains this")
+    parser.add_argument("-k", "--only", action="append", default=[],
+                        help="only mutants whose description contains this (repeatable: any of them)")
     parser.add_argument("--public", action="store_true", help="also count the public tests each mutant fails")
     parser.add_argument("--json", type=Path, help="write every outcome (with its output's tail) to this file")
     parser.add_argument("--jobs", type=int, default=0, help="mutants graded at once (default: one per core)")
     args = parser.parse_args(argv)
     course_root = Path(__file__).resolve().parents[2]
-    mutants = [m for m in all_mutants(args.milestone) if args.only in m.what]
+    mutants = [m for m in all_mutants(args.milestone) if not args.only or any(k in m.what for k in args.only)]
     outcomes: list[Outcome] = []
     for milestone in sorted({m.milestone for m in mutants}):
         outcomes += run_milestone(milestone, [m for m in mutants if m.milestone == milestone], course_root,

@@ -3,8 +3,9 @@
 Each mutant is the reference with one mistake planted (tests/llmfs/mutation.py), graded by the hidden tests of its
 task. It must fail at least one of them, the failing output must name the part that is wrong, and a mistake that
 changes outputs (a model's logits, a tokenizer's ids, a training run's result) must lose at least a quarter of its
-task's points. Speed mutants give right answers slowly and must lose their benchmark's points, with a hint at the fix.
-Each milestone's mutants run in one process (`python tests/llmfs/mutation.py -m NN`), which forks per mutant.
+task's points (in 01-05, whose points were rebalanced for it; 06-08 report the share, see mutation.REBALANCED).
+Speed mutants give right answers slowly and must lose their benchmark's points, with a hint at the fix. Each
+milestone's mutants run in one process (`python tests/llmfs/mutation.py -m NN`), which forks a runner per mutant.
 """
 
 from __future__ import annotations

@@ -39,11 +39,11 @@ MUTANTS = [
     Mutant('08', 'speculative', 'holes not masked',
            'return torch.arange(n, device=accepted.device)[None, :] < accepted[:, None]',
            'return torch.ones(accepted.size(0), n, dtype=torch.bool)',
-           "Mask each row's rejected", select='left_padded_batch'),
+           "Mask each row's rejected", select='left_padded_batch', task='task08_3'),
     Mutant('08', 'speculative', 'draft positions count the holes',
            'self.pos[:, L + i] = self.count + i',
            'self.pos[:, L + i] = L + i',
-           'position ids', select='left_padded_batch'),
+           'position ids', select='left_padded_batch', task='task08_3'),
     # task08_4: the pair's numbers
     Mutant('08', 'results', 'alpha as the overlap of the most likely tokens only',
            'return float(torch.minimum(target_probs, draft_probs).sum(dim=-1).mean())',
