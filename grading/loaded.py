@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from llmfs.course import load_course
 from llmfs.fsutil import atomic_write_text
+from llmfs.margins import cpu_load
 
 BUSY = """
 import torch
@@ -34,18 +34,6 @@ while True:
         a = torch.tanh(a @ a)
     sum(i * i for i in range(100_000))
 """
-
-
-@contextmanager
-def busy_processes(count: int):
-    """`count` CPU-heavy processes for the duration of the block."""
-    hogs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(count)]
-    try:
-        yield
-    finally:
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
 
 
 def grade_reference(milestones: list[str], timeout_s: float) -> list[dict]:
@@ -102,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = 2 * sum(m.time_limit_s for m in course.milestones if m.id in chosen) + 1800  # plus any dataset build
     runs: list[list[dict]] = []
     started = time.monotonic()
-    with busy_processes(args.busy):
+    with cpu_load(args.busy, BUSY):
         for run in range(args.runs):
             runs.append(grade_reference(chosen, budget))
             print(f"run {run + 1}/{args.runs}: " + ", ".join(f"{r['milestone']} {r['score']:g}/{r['max_score']:g}"

@@ -28,9 +28,9 @@ BUSY_LOOP = "while True: pass"
 
 
 @contextmanager
-def cpu_load(processes: int):
-    """`processes` busy-looping Python processes for the duration of the block."""
-    hogs = [subprocess.Popen([sys.executable, "-c", BUSY_LOOP]) for _ in range(processes)]
+def cpu_load(processes: int, program: str = BUSY_LOOP):
+    """`processes` CPU-heavy Python processes (each running `program`, a busy loop by default) for the block."""
+    hogs = [subprocess.Popen([sys.executable, "-c", program]) for _ in range(processes)]
     try:
         yield
     finally:
