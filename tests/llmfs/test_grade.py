@@ -157,10 +157,11 @@ def test_a_loop_inside_one_function_costs_only_its_tests(copy_of_solutions, grad
     results, summary = graded.results, graded.milestones["01"]
     assert summary["status"] == "timeout"
     failed = [t for t in results["tests"] if t["status"] == "failed"]
-    assert [t["name"] for t in failed] == ["01 Character bigram: bigram_nll equals -mean log P over the validation "
-                                           "bigrams, and beats uniform by far"]
-    assert "Timeout" in failed[0]["output"]
-    assert summary["score"] == 100 - failed[0]["max_score"]
+    assert "01 Character bigram: bigram_nll equals -mean log P over the validation bigrams, and beats uniform by " \
+           "far" in [t["name"] for t in failed]
+    assert all("Timeout" in t["output"] for t in failed), failed  # only the tests that call bigram_nll lose points:
+    assert not {"task01_1", "task01_3"} & {tag for t in failed for tag in t["tags"]}, failed  # no tokenizer or model
+    assert summary["score"] == 100 - sum(t["max_score"] for t in failed)
 
 
 def test_the_wall_clock_limit_kills_the_milestone_and_keeps_finished_results(copy_of_solutions, grade):
