@@ -11,6 +11,10 @@
 - `--cpu-timeout S` fails a test that uses more than S CPU-seconds (every thread of the process, its setup, call
   and teardown together): a limit that other work on the machine cannot move, unlike a wall clock. The result
   event carries each test's CPU time (`cpu`);
+- hides the CI variables (`CI`, `BUILD_NUMBER`) from the test session: with them pytest explains a failing
+  `assert got == expected` on two lists with a full `difflib` diff of their pretty-printed forms, which is
+  quadratic: 240 CPU-seconds for 04's 100,000-id lists, so a learner's wrong id became a timeout on GitHub
+  Classroom and in CI but a one-line message on a laptop. A grade must not depend on where it runs;
 - under `llmfs grade` without a private network namespace (LLMFS_NETWORK=audit, see llmfs.jail), an audit
   hook refuses connections to addresses outside the loopback.
 """
@@ -35,6 +39,7 @@ from llmfs.loader import ROOT_ENV, ImplementationError
 
 STUB_PREFIX = "Milestone "
 MAX_MESSAGE = 4000
+CI_VARIABLES = ("CI", "BUILD_NUMBER")  # the variables pytest's running_on_ci() reads (_pytest/compat.py)
 
 
 class _State:
@@ -106,6 +111,8 @@ def pytest_configure(config: pytest.Config) -> None:
         tasks = {}
     for task, title in tasks.items():
         config.addinivalue_line("markers", f"{task}: {title}")
+    for name in CI_VARIABLES:  # the same explanations, and the same CPU time, on every machine (see above)
+        os.environ.pop(name, None)
     if root := config.getoption("impl_root"):
         os.environ[ROOT_ENV] = str(Path(config.invocation_params.dir, root).resolve())
     global _state

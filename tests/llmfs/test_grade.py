@@ -4,6 +4,7 @@ a two-milestone toy course (fast, no torch) for what needs more than one milesto
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -408,3 +409,29 @@ def test_the_per_test_limit_counts_cpu_time_not_waiting(tmp_path):
         assert (events[name]["outcome"], events[name]["kind"]) == ("failed", "timeout"), events[name]
         assert "used more than 1 CPU-seconds" in events[name]["message"]
         assert 1 <= events[name]["cpu"] < 5, events[name]
+
+
+LIST_TESTS = """
+def test_ids():
+    ids = list(range(5000))
+    assert ids[:2499] + [0] + ids[2500:] == ids, "encode: id 2499 differs"
+"""
+
+
+def test_a_failing_list_comparison_is_explained_the_same_in_ci(tmp_path):
+    """With CI set, pytest explains `assert a == b` on lists with a full difflib diff, which is quadratic in their
+    length (240 CPU-seconds for 04's id lists, so a wrong id became a timeout). The plugin hides CI from the session:
+    the explanation is the short one a laptop gives, and a results line says the same in CI as outside it."""
+    (tmp_path / "test_ids.py").write_text(LIST_TESTS)
+    messages = {}
+    for ci in ("", "true"):
+        results = tmp_path / f"results{ci}.jsonl"
+        env = {k: v for k, v in os.environ.items() if k not in ("CI", "BUILD_NUMBER")} | ({"CI": ci} if ci else {})
+        proc = subprocess.run([sys.executable, "-m", "pytest", "test_ids.py", "-p", "no:randomly", "-q",
+                               "-p", "no:cacheprovider", "--llmfs-results", str(results)], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert "Full diff" not in proc.stdout, f"CI={ci!r}: pytest printed a full diff:\n{proc.stdout[:2000]}"
+        (event,) = [e for e in map(json.loads, results.read_text().splitlines()) if e["event"] == "result"]
+        assert event["outcome"] == "failed" and "id 2499 differs" in event["message"], event
+        messages[ci] = event["message"]
+    assert messages[""] == messages["true"], f"the message depends on CI:\n{messages['']}\n---\n{messages['true']}"
