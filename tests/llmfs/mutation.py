@@ -6,11 +6,18 @@ live beside the hidden tests and never ship to learners). `test_mutants.py` asse
 this file, run as a script, prints the mutation score of each milestone (the table in README.md):
 
     python tests/llmfs/mutation.py [-m 01 -m 02 ...] [-k WORDS ...] [--public] [--jobs N] [--json FILE]
+                                   [--targets docs/mutation/score.json]
 
 A milestone's mutants run in one process that imports torch (and transformers) once and forks a child per mutant,
 so a mutant costs its tests, not a fresh interpreter. Each child runs
 `pytest tests/NN -m "TASK and not benchmark" [-k SELECT] --impl-root COPY` with the milestone's per-test limits
 (CPU-seconds, as `llmfs grade`).
+
+A full run (about 45 minutes on 2 cores with --public) grades each mutant with every hidden test of its task and
+records, in its --json file, the tests each one failed. `--targets FILE` grades each mutant with only the tests FILE
+recorded for it (CI does this with docs/mutation/score.json, the last full run, so that the suite fits its time): a
+mutant FILE does not know gets the full task, and a recorded test that no longer exists is an error that asks for
+a new full run.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 HARMS = ("output", "robustness", "speed")
+FULL_RUN = "python tests/llmfs/mutation.py --public --json docs/mutation/score.json"
 TASK_SECTION = re.compile(r"^# (task\d\d_\d+):", re.MULTILINE)
 SERIOUS_SHARE = 0.25  # a mistake that changes outputs loses at least this share of its task's points ...
 REBALANCED = ("01", "02", "03", "04", "05")  # ... in the milestones whose points issue 16 rebalanced for it
@@ -159,19 +167,22 @@ class Running:
     marks: str
     pid: int
     started: float
+    targeted: bool = False
 
 
 def start(mutant: Mutant, course_root: Path, solutions: Path, timeout_s: float, work: Path,
-          public: bool = False) -> Running:
-    """Plant the mutant in a fresh folder and fork a runner that grades it with its task's hidden tests (and, with
-    `public`, the milestone's public tests), each in a pytest child of its own, under the grader's limits."""
+          public: bool = False, targets: list[str] | None = None) -> Running:
+    """Plant the mutant in a fresh folder and fork a runner that grades it with its task's hidden tests (only the
+    `targets` nodeids, when given) and, with `public`, the milestone's public tests, each in a pytest child of its
+    own, under the grader's limits."""
     folder = Path(tempfile.mkdtemp(prefix="mutant-", dir=work))
     root = folder / "root"
     task = plant(mutant, solutions, root)
     marks = f"{task} and {'' if mutant.harm == 'speed' else 'not '}benchmark"
-    hidden = [f"tests/{mutant.milestone}", "-m", marks, "--impl-root", str(root), "-p", "no:randomly", "-q",
+    where = targets or [f"tests/{mutant.milestone}"]
+    hidden = [*where, "-m", marks, "--impl-root", str(root), "-p", "no:randomly", "-q",
               "--llmfs-results", str(folder / "results.jsonl"), *limit_args(timeout_s)]
-    if mutant.select:
+    if mutant.select and not targets:
         hidden += ["-k", mutant.select]
     env = {"LLMFS_DEPS_ROOT": str(solutions)}  # as llmfs grade: earlier milestones are the reference's
     wall = max(600.0, 4 * timeout_s)
@@ -184,7 +195,7 @@ def start(mutant: Mutant, course_root: Path, solutions: Path, timeout_s: float, 
                           "-m", "not benchmark", "--llmfs-results", str(folder / "public.jsonl"),
                           *limit_args(timeout_s)], course_root, folder / "public.txt", env, timeout=wall)
 
-    return Running(mutant, folder, task, marks, _fork(runner), time.monotonic())
+    return Running(mutant, folder, task, marks, _fork(runner), time.monotonic(), bool(targets))
 
 
 def finish(running: Running, tests: dict[str, tuple[float, str | None]], timeout_s: float,
@@ -212,11 +223,27 @@ def finish(running: Running, tests: dict[str, tuple[float, str | None]], timeout
         outcome.error = f"the tests did not finish in {max(600.0, 4 * timeout_s):g} s"
     elif code == -2:
         outcome.error = "the mutant's runner died before its tests finished"
+    elif code == 4 and running.targeted:
+        outcome.error = (f"a test recorded for it in --targets no longer exists ({_first_error(outcome.output)}): "
+                         f"rerun the full suite: {FULL_RUN}")
     elif code == 5:
         outcome.error = f"no hidden test selected by -m {running.marks!r}" + (
-            f" -k {mutant.select!r}" if mutant.select else "")
+            f" -k {mutant.select!r}" if mutant.select and not running.targeted else " among its --targets")
     shutil.rmtree(folder, ignore_errors=True)
     return outcome
+
+
+def _first_error(output: str) -> str:
+    return next((line.strip() for line in output.splitlines() if line.startswith("ERROR")), "pytest exit code 4")
+
+
+def read_targets(path: Path) -> dict[str, list[str]]:
+    """mutant id -> the hidden tests it failed, from a full run's --json file (caught mutants only)."""
+    try:
+        records = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise SystemExit(f"--targets {path}: cannot read it ({error}); make it with {FULL_RUN}") from error
+    return {r["mutant"]: r["failed"] for r in records if r.get("verdict") == "caught" and r.get("failed")}
 
 
 def _events(path: Path) -> list[dict]:
@@ -273,7 +300,7 @@ def _fork_pytest(args: list[str], cwd: Path, log: Path, env: dict[str, str], tim
 
 
 def run_milestone(milestone: str, mutants: list[Mutant], course_root: Path, progress=print,
-                  public: bool = False, jobs: int = 0) -> list[Outcome]:
+                  public: bool = False, jobs: int = 0, targets: dict[str, list[str]] | None = None) -> list[Outcome]:
     """Grade every mutant of one milestone, `jobs` at a time (default: one per core), speed mutants alone at the
     end (so no benchmark shares the machine with another mutant). This process imports the heavy libraries once,
     then forks a runner per mutant."""
@@ -298,7 +325,9 @@ def run_milestone(milestone: str, mutants: list[Mutant], course_root: Path, prog
         while waiting or running:
             alone = waiting and waiting[0].harm == "speed"
             while waiting and len(running) < (1 if alone else jobs) and not (alone and running):
-                job = start(waiting.pop(0), course.root, course.solutions, spec.test_timeout_s, work, public)
+                mutant = waiting.pop(0)
+                job = start(mutant, course.root, course.solutions, spec.test_timeout_s, work, public,
+                            (targets or {}).get(mutant.id))
                 running[job.pid] = job
                 alone = bool(waiting) and waiting[0].harm == "speed"
             pid, _ = os.wait()
@@ -331,15 +360,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-k", "--only", action="append", default=[],
                         help="only mutants whose description contains this (repeatable: any of them)")
     parser.add_argument("--public", action="store_true", help="also count the public tests each mutant fails")
-    parser.add_argument("--json", type=Path, help="write every outcome (with its output's tail) to this file")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help="write every outcome (the tests it failed; the output's tail if not caught) to FILE")
     parser.add_argument("--jobs", type=int, default=0, help="mutants graded at once (default: one per core)")
+    parser.add_argument("--targets", type=Path, metavar="FILE",
+                        help="grade each mutant with only the tests a full run's --json FILE says it failed")
     args = parser.parse_args(argv)
+    targets = read_targets(args.targets) if args.targets else None
     course_root = Path(__file__).resolve().parents[2]
     mutants = [m for m in all_mutants(args.milestone) if not args.only or any(k in m.what for k in args.only)]
     outcomes: list[Outcome] = []
     for milestone in sorted({m.milestone for m in mutants}):
         outcomes += run_milestone(milestone, [m for m in mutants if m.milestone == milestone], course_root,
-                                 public=args.public, jobs=args.jobs)
+                                 public=args.public, jobs=args.jobs, targets=targets)
         if args.json:  # after each milestone, so an interrupted run keeps what it measured
             write_json(outcomes, args.json)
     for outcome in outcomes:
@@ -350,9 +383,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_json(outcomes: list[Outcome], path: Path) -> None:
-    """Every outcome, with its output's tail and verdict, written atomically."""
-    records = [{**{k: v for k, v in asdict(o).items() if k != "_expected"}, "output": o.output[-4000:],
-                "verdict": o.verdict() or "caught"} for o in outcomes]
+    """Every outcome with its verdict and the hidden tests it failed (the output's tail only where it was not
+    caught), written atomically."""
+    records = [{**{k: v for k, v in asdict(o).items() if k not in ("_expected", "output", "error")},
+                "verdict": o.verdict() or "caught"} | ({"output": o.output[-4000:]} if o.verdict() else {})
+               for o in outcomes]
     path.parent.mkdir(parents=True, exist_ok=True)
     part = path.with_suffix(".part")
     part.write_text(json.dumps(records, indent=1) + "\n")
