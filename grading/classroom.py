@@ -20,6 +20,11 @@ The parent writes the record atomically, then the leaderboards. A record whose k
 content hash, the grader's fingerprint, the milestones and limits) matches is reused, so a killed run picks
 up where it stopped; `--force` regrades. Anything that goes wrong with one submission becomes that
 submission's error, never another's.
+
+With `--shard I/N` (several machines, one share of the class each) only the learners with
+`shard_of(name, N) == I` are graded, their records and feedback written, and OUT/shard.json lists them with
+their keys; no leaderboard, CSV or gradebook is written (it would hold a share of the class): `llmfs
+merge-grades` makes them from the N folders (llmfs.shards, which also has the arithmetic for 1,000 learners).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ MAX_FILES, MAX_BYTES = 20_000, 200 * 2**20  # per submission, unpacked
 SKIPPED_DIRS = {".git", "__pycache__", ".venv", "venv", "node_modules", ".ipynb_checkpoints", ".pytest_cache"}
 RECORD_VERSION = 1
 RUN_PREFIX = "llmfs-grade-all-"
+MANIFEST = "shard.json"  # what a `grade-all --shard I/N` run graded, for `merge-grades` (llmfs.shards)
 
 
 class SubmissionError(Exception):
@@ -88,6 +94,12 @@ def discover(folder: Path) -> list[Submission]:
             found.append(Submission(entry.name, entry, "unknown"))
     names = [s.name for s in found]
     return [s if names.count(s.name) == 1 else Submission(s.path.name, s.path, s.kind) for s in found]
+
+
+def shard_of(name: str, count: int) -> int:
+    """The shard (1..count) that grades learner `name`: a stable hash of the name, not its place in the roster,
+    so a learner who joins or leaves moves nobody else (each shard keeps reusing its cached records)."""
+    return int(hashlib.sha256(name.encode("utf-8")).hexdigest()[:16], 16) % count + 1
 
 
 # ------------------------------------------------------------------------------------------ unpacking
@@ -305,11 +317,19 @@ class Options:
     force: bool = False
     limits: dict[str, float] | None = None
     pseudonyms: bool = False  # public leaderboards name learners by a salted hash
+    shard: tuple[int, int] | None = None  # (I, N): grade only shard I of N; no leaderboards (llmfs.shards)
 
 
 def record_key(content: str, fingerprint: str, options: Options) -> str:
     payload = json.dumps([RECORD_VERSION, content, fingerprint, options.milestones, options.limits], sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def shard_manifest(shard: tuple[int, int], fingerprint: str, options: Options, keys: dict[str, str]) -> dict:
+    """OUT/shard.json of a `--shard I/N` run: what `merge-grades` checks the records against (the same grader,
+    milestones and limits in every shard; every learner of the shard with an up-to-date record)."""
+    return {"version": RECORD_VERSION, "shard": list(shard), "fingerprint": fingerprint,
+            "milestones": options.milestones, "limits": options.limits, "learners": keys}
 
 
 def _milestone_summary(r: MilestoneResult) -> dict:
@@ -339,6 +359,9 @@ class ClassGrader:
     def run(self, on_start: Callable[[int, int], None] | None = None,
             on_done: Callable[[dict], None] | None = None) -> list[dict]:
         submissions = discover(self.submissions_dir)
+        if self.options.shard:
+            index, count = self.options.shard
+            submissions = [s for s in submissions if shard_of(s.name, count) == index]
         chosen = [self.course.milestone(i) for i in self.options.milestones] if self.options.milestones else \
             list(self.course.milestones)
         fetch_datasets(chosen)
@@ -352,15 +375,20 @@ class ClassGrader:
             (run_dir / "owner.pid").write_text(str(os.getpid()))
             snapshot = snapshot_course(self.course, run_dir / "snapshot")
             fingerprint = course_fingerprint(snapshot)
-            todo = []
+            todo, keys = [], {}
             for s in submissions:
-                key = record_key(content_hash(s), fingerprint, self.options)
+                key = keys[s.name] = record_key(content_hash(s), fingerprint, self.options)
                 old = self._load_record(s.name)
                 if old and old.get("key") == key and not self.options.force:
                     old["cached"] = True
                     self.records[s.name] = old
                 else:
                     todo.append((s, key))
+            if self.options.shard:  # first: a killed shard leaves a manifest its missing records fail
+                atomic_write_text(self.out / MANIFEST, json.dumps(
+                    shard_manifest(self.options.shard, fingerprint, self.options, keys), indent=1))
+            else:  # the whole class now: no longer a shard folder
+                (self.out / MANIFEST).unlink(missing_ok=True)
             if on_start:
                 on_start(len(submissions), len(submissions) - len(todo))
             self._publish(submissions, gradebook=False)
@@ -380,6 +408,8 @@ class ClassGrader:
     def _publish(self, submissions: list[Submission], gradebook: bool) -> None:
         from llmfs.leaderboard import write_all
 
+        if self.options.shard:  # a share of the class: `merge-grades` publishes
+            return
         write_all(self.course, self._current(submissions), self.out, self.options.pseudonyms, gradebook)
 
     def _current(self, submissions: Iterable[Submission]) -> list[dict]:

@@ -2,6 +2,7 @@
 
     llmfs grade [ROOT] [--milestone 01 ...] [--reference] [--json FILE] [--summary FILE]
     llmfs grade-all SUBMISSIONS [--milestone 01 ...] [--jobs N] [--out DIR] [--force] [--pseudonyms]
+    llmfs autograder NN... [--out autograder.zip] [--visibility visible|after_due_date|after_published|hidden]
     llmfs release OUT [--upto NN]
     llmfs stubs [--check] [--milestone 01 ...]
     llmfs data list | fetch NAME ... | path NAME
@@ -20,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from llmfs import __version__
 from llmfs.course import CourseError, load_course
 
 EXIT_OK, EXIT_STALE, EXIT_ERROR = 0, 1, 2
@@ -62,6 +64,18 @@ def _grade(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+def _autograder(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.autograder import build, memory_mb
+
+    course = load_course()
+    path = build(course, args.milestones, Path(args.out), args.visibility)
+    needed = memory_mb([course.milestone(i) for i in args.milestones]) / 1024
+    console.print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): upload it as the Gradescope assignment's "
+                  f"autograder and give it at least {needed:.1f} GB of memory (its README.md says why)",
+                  highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
 def _release(args: argparse.Namespace, console: Console) -> int:
     from llmfs.release import release
 
@@ -77,7 +91,8 @@ def _grade_all(args: argparse.Namespace, console: Console) -> int:
     course = load_course()
     limits = _limits(args)
     options = Options(milestones=args.milestone, jobs=args.jobs, force=args.force, limits=limits or None,
-                      pseudonyms=args.pseudonyms)
+                      pseudonyms=args.pseudonyms, shard=args.shard)
+    share = f" of shard {args.shard[0]}/{args.shard[1]}" if args.shard else ""
     grader = ClassGrader(course, Path(args.submissions), Path(args.out), options)
     started = time.monotonic()
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -87,7 +102,7 @@ def _grade_all(args: argparse.Namespace, console: Console) -> int:
 
         def on_start(total: int, cached: int) -> None:
             bar.update(task, total=total, completed=cached)
-            console.print(f"{total} submissions in {args.submissions}: {cached} unchanged since the last run, "
+            console.print(f"{total} submissions{share} in {args.submissions}: {cached} unchanged since the last run, "
                           f"{total - cached} to grade with {args.jobs} job(s)", highlight=False, soft_wrap=True)
 
         def on_done(record: dict) -> None:
@@ -103,9 +118,25 @@ def _grade_all(args: argparse.Namespace, console: Console) -> int:
     _summary(records, console)
     graded = [r for r in records if not r.get("cached")]
     per = (time.monotonic() - started) / len(graded) if graded else 0.0
+    if args.shard:
+        console.print(f"wrote the records of {len(records)} learners{share} to {args.out}/ ({per:.1f} s per graded "
+                      f"submission, wall clock); no leaderboard, CSV or gradebook for a share of the class: "
+                      f"`llmfs merge-grades` makes them from all {args.shard[1]} shard folders",
+                      highlight=False, soft_wrap=True)
+        return EXIT_OK
     console.print(f"wrote {Path(args.out) / 'leaderboard.html'} and the rest of {args.out}/ "
                   f"({len(records)} learners; {per:.1f} s per graded submission, wall clock)",
                   highlight=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _merge_grades(args: argparse.Namespace, console: Console) -> int:
+    from llmfs.shards import merge
+
+    records = merge(load_course(), [Path(f) for f in args.shards], Path(args.out), args.pseudonyms)
+    _summary(records, console)
+    console.print(f"wrote {Path(args.out) / 'leaderboard.html'} and the rest of {args.out}/ ({len(records)} learners "
+                  f"from {len(args.shards)} shard folders)", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 
@@ -186,9 +217,19 @@ def _positive(kind: type):
     return parse
 
 
+def _shard(text: str) -> tuple[int, int]:
+    from llmfs.shards import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmfs",
-                                     description="Build an LLM from Scratch: grade, grade-all, release, stubs, data.")
+    parser = argparse.ArgumentParser(prog="llmfs", description="Build an LLM from Scratch: grade, grade-all, "
+                                     "autograder, release, stubs, data.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("grade", help="run the hidden tests of each milestone against an implementation")
@@ -214,7 +255,24 @@ def build_parser() -> argparse.ArgumentParser:
     ga.add_argument("--time-limit", type=_positive(float), metavar="S", help="override each milestone's wall limit")
     ga.add_argument("--test-timeout", type=_positive(float), metavar="S", help="override the per-test CPU-seconds")
     ga.add_argument("--memory-mb", type=_positive(int), metavar="MB", help="override the memory cap")
+    ga.add_argument("--shard", type=_shard, metavar="I/N",
+                    help="grade only share I of N of the class (by a hash of each name); `merge-grades` publishes")
     ga.set_defaults(run=_grade_all)
+
+    mg = sub.add_parser("merge-grades", help="merge the folders of `grade-all --shard I/N` runs: leaderboards, CSV, "
+                                             "nbgrader gradebook")
+    mg.add_argument("shards", nargs="+", metavar="SHARD_OUT", help="the --out folders of every shard")
+    mg.add_argument("--out", "-o", required=True, metavar="DIR", help="output folder (keep it between runs)")
+    mg.add_argument("--pseudonyms", action="store_true", help="name learners by a salted hash in public files")
+    mg.set_defaults(run=_merge_grades)
+
+    a = sub.add_parser("autograder", help="write a Gradescope autograder zip that grades these milestones")
+    a.add_argument("milestones", nargs="+", metavar="NN", help="the milestones it grades")
+    a.add_argument("--out", "-o", default="autograder.zip", metavar="ZIP", help="(default ./autograder.zip)")
+    a.add_argument("--visibility", default="visible",
+                   choices=("visible", "after_due_date", "after_published", "hidden"),
+                   help="when learners see the test results (Gradescope's visibility; default visible)")
+    a.set_defaults(run=_autograder)
 
     r = sub.add_parser("release", help="write the learner repository: no solutions/, no hidden tests")
     r.add_argument("out", metavar="OUT", help="a new (or empty) folder")
