@@ -415,19 +415,24 @@ def fetch_datasets(milestones: list[Milestone], built: bool = False) -> None:
 
 def untouched(course: Course, m: Milestone, root: Path) -> bool:
     """True when every file of milestone `m` under `root` is still exactly its stub: the one `llmfs stubs` makes from
-    the course's solutions, or, in a learner's release (no solutions), the one whose hash `llmfs release` recorded."""
+    the course's solutions, or, in a learner's release or an autograder bundle (no solutions), the one whose hash
+    `llmfs release` recorded."""
     from llmfs.release import STUB_HASHES
-    from llmfs.stubs import make_stub
 
     if root == course.solutions.resolve():
         return False
-    if not (course.solutions / m.id).is_dir():
+    released = course.root / STUB_HASHES  # a release or an autograder bundle: the graded solutions are not there
+    if released.is_file() or not (course.solutions / m.id).is_dir():
         try:
-            hashes = json.loads((course.root / STUB_HASHES).read_text(encoding="utf-8"))[m.id]
+            hashes = json.loads(released.read_text(encoding="utf-8"))[m.id]
         except (OSError, ValueError, KeyError):
             return False
         return all((root / m.id / name).is_file() and data.sha256_of(root / m.id / name) == digest
                    for name, digest in hashes.items())
+    try:
+        from llmfs.stubs import make_stub  # nbgrader: the instructor extra
+    except ImportError:
+        return False  # without it, assume work was done: its datasets are fetched (built) before grading
     for module in m.modules:
         solution = (course.solutions / m.id / f"{module}.py").read_text(encoding="utf-8")
         if SOLUTION_BEGIN not in solution:

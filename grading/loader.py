@@ -131,11 +131,14 @@ def implementation(milestone: str, module: str,
 def dependency(milestone: str, module: str) -> types.ModuleType:
     """An earlier milestone's module, for code in a later milestone (07 uses 05's GPT-2).
 
-    Comes from $LLMFS_DEPS_ROOT when set (the grader points it at the reference solutions), else from
-    the implementation root the calling file lives in.
+    Comes from $LLMFS_DEPS_ROOT when set (the grader points it at the reference solutions) and the file is
+    there, else from the root under grading when the reference is withheld (an autograder bundle that grades
+    both milestones), else from the implementation root the calling file lives in.
     """
-    if chosen := os.environ.get(DEPS_ROOT_ENV):
+    if (chosen := os.environ.get(DEPS_ROOT_ENV)) and (Path(chosen) / milestone / f"{module}.py").is_file():
         root = Path(chosen)
+    elif chosen and (graded := os.environ.get(ROOT_ENV)):  # a reference withheld (an autograder bundle)
+        root = Path(graded)
     else:
         caller = sys._getframe(1).f_code.co_filename  # the file that asked; cheaper than inspect.stack()
         root = Path(caller).resolve().parents[1]

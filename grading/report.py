@@ -85,6 +85,7 @@ def gradescope(results: list[MilestoneResult], seconds: float) -> dict:
         "score": sum(r.score for r in results),
         "execution_time": round(seconds, 3),
         "output": summary,
+        "output_format": "text",
         "visibility": "visible",
         "stdout_visibility": "hidden",
         "tests": tests,

@@ -15,40 +15,8 @@ import pytest
 
 from llmfs.course import load_course
 
-# Gradescope's autograder results format (https://gradescope-autograders.readthedocs.io), as a JSON Schema.
-VISIBILITY = {"enum": ["hidden", "after_due_date", "after_published", "visible"]}
-GRADESCOPE_SCHEMA = {
-    "type": "object",
-    "required": ["tests"],
-    "additionalProperties": False,
-    "properties": {
-        "score": {"type": "number"},
-        "execution_time": {"type": "number"},
-        "output": {"type": "string"},
-        "visibility": VISIBILITY,
-        "stdout_visibility": VISIBILITY,
-        "extra_data": {"type": "object"},
-        "tests": {"type": "array", "items": {
-            "type": "object",
-            "required": ["name", "score", "max_score"],
-            "additionalProperties": False,
-            "properties": {
-                "name": {"type": "string"}, "number": {"type": "string"},
-                "score": {"type": "number"}, "max_score": {"type": "number"},
-                "status": {"enum": ["passed", "failed"]}, "output": {"type": "string"},
-                "tags": {"type": "array", "items": {"type": "string"}}, "visibility": VISIBILITY,
-                "extra_data": {"type": "object"},
-            },
-        }},
-        "leaderboard": {"type": "array", "items": {
-            "type": "object",
-            "required": ["name", "value"],
-            "additionalProperties": False,
-            "properties": {"name": {"type": "string"}, "value": {"type": ["number", "string"]},
-                           "order": {"enum": ["asc", "desc"]}},
-        }},
-    },
-}
+# Gradescope's autograder results format, as its specification publishes it, written as a JSON Schema.
+GRADESCOPE_SCHEMA = json.loads((Path(__file__).parent / "gradescope-results.schema.json").read_text())
 
 
 COURSE_LIMIT_S = sum(m.time_limit_s for m in load_course().milestones)  # the grader's own wall-clock limits
