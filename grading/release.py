@@ -2,7 +2,8 @@
 
 What goes in: milestones/NN/ up to NN (stubs, README, public tests, reference figures), course.toml cut to those
 milestones, the `llmfs` package (grading/ and data/, so `llmfs grade`, the loader and the datasets work),
-pyproject.toml with `pytest` collecting milestones/, a README for learners and the learner's CI workflow.
+pyproject.toml with `pytest` collecting milestones/, a README for learners, the learner's CI workflow and GitHub
+Classroom's autograding workflow (public-test points, cut to the released milestones).
 What never goes in: solutions/, the hidden tests (tests/), this repository's CI and results of its own runs.
 
 In a released repository `llmfs grade` has no hidden tests, so it grades the public tests, one point each,
@@ -21,6 +22,7 @@ from llmfs.course import SOLUTION_BEGIN, Course, CourseError
 
 IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache", ".hypothesis", ".benchmarks", "*.egg-info")
 LEARNER_WORKFLOW = Path(".github/workflows/learner.yml")
+CLASSROOM_WORKFLOW = Path(".github/workflows/classroom.yml")  # GitHub Classroom's autograding: public-test points
 
 
 def _manifest_upto(text: str, keep: set[str]) -> str:
@@ -37,6 +39,18 @@ def _pyproject(text: str) -> str:
     if 'testpaths = ["milestones"]' not in text:
         raise CourseError("pyproject.toml: could not point testpaths at milestones/ for the release")
     return text
+
+
+def _classroom_upto(text: str, keep: set[str]) -> str:
+    """classroom.yml with only the grader steps (and reporter entries) of the released milestones: a step for a
+    milestone that is not there would count its points against every learner."""
+    steps = re.split(r"(?m)^(?=      - )", text)
+    kept = [s for s in steps if not (m := re.search(r"(?m)^        id: milestone(\d+)$", s)) or m.group(1) in keep]
+    text = "".join(kept)
+    text = re.sub(r"(?m)^          MILESTONE(\d+)_RESULTS: .*\n", lambda m: m.group(0) if m.group(1) in keep else "",
+                  text)
+    return re.sub(r"(?m)^(          runners: ).*$",
+                  lambda m: m.group(1) + ",".join(f"milestone{i}" for i in sorted(keep)), text)
 
 
 def _readme(course: Course, milestones: list) -> str:
@@ -112,4 +126,7 @@ def release(course: Course, out: Path, upto: str | None = None) -> list[Path]:
     workflow = out / LEARNER_WORKFLOW
     workflow.parent.mkdir(parents=True)
     shutil.copy2(root / LEARNER_WORKFLOW, workflow)
+    (out / CLASSROOM_WORKFLOW).write_text(
+        _classroom_upto((root / CLASSROOM_WORKFLOW).read_text(encoding="utf-8"), {m.id for m in milestones}),
+        encoding="utf-8")
     return sorted(p for p in out.rglob("*") if p.is_file())

@@ -61,6 +61,20 @@ def test_release_holds_no_solutions_or_hidden_tests(released: Path) -> None:
     assert (released / ".github" / "workflows" / "learner.yml").is_file()
 
 
+def test_classroom_autograding_counts_only_the_released_milestones(released: Path) -> None:
+    """GitHub Classroom's points: a grader step for a milestone the learner does not have would cost them its
+    points, so a release up to 02 keeps the steps and reporter entries of 01 and 02 only."""
+    import yaml
+
+    workflow = yaml.safe_load((released / ".github" / "workflows" / "classroom.yml").read_text())
+    steps = workflow["jobs"]["run-autograding-tests"]["steps"]
+    graders = [s["id"] for s in steps if "autograding-command-grader" in s.get("uses", "")]
+    assert graders == ["milestone01", "milestone02"], graders
+    reporter = steps[-1]
+    assert reporter["with"]["runners"] == "milestone01,milestone02"
+    assert sorted(reporter["env"]) == ["MILESTONE01_RESULTS", "MILESTONE02_RESULTS"]
+
+
 def test_released_llmfs_is_the_released_copy(venv: Path, released: Path) -> None:
     proc = _run(venv, released, str(venv / "bin" / "python"), "-c", "import llmfs; print(llmfs.__file__)")
     assert proc.returncode == 0 and Path(proc.stdout.strip()).is_relative_to(released), proc.stdout + proc.stderr
