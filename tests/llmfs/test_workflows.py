@@ -22,6 +22,7 @@ import yaml
 from llmfs.cli import build_parser
 from llmfs.course import Course
 
+PIP_INSTALL = ["python", "-m", "pip", "install"]
 WORKFLOWS = ("learner.yml", "instructor.yml", "classroom.yml")
 LLMFS_WORKFLOWS = ("learner.yml", "instructor.yml")  # classroom.yml runs pytest only
 ACTION = re.compile(r"(actions/[a-z-]+|classroom-resources/autograding-(command-grader|grading-reporter))@v\d+")
@@ -69,7 +70,8 @@ def _commands(script: str) -> list[list[str]]:
     """Each simple command of a `run:` script: `|`, `&&`, `;`... separate commands, the commands inside `$(...)`
     come before the line holding it, and `while read -r a b; do` is the command `read -r a b`."""
     commands = []
-    for line in script.replace("$GITHUB_STEP_SUMMARY", "summary.md").splitlines():
+    script = script.replace("$GITHUB_STEP_SUMMARY", "summary.md").replace('"$SHARD"', "1/4")  # values they take
+    for line in script.splitlines():
         for part in [*SUBSTITUTION.findall(line), SUBSTITUTION.sub("SUBSTITUTION", line)]:
             commands += _line_commands(part)
     return commands
@@ -127,23 +129,46 @@ def test_other_commands_and_actions_exist(course: Course, name: str) -> None:
 def test_torch_is_the_cpu_wheel_of_the_pinned_version(course: Course, name: str) -> None:
     """Runners have no GPU: the default torch wheel would download 2.7 GB of CUDA libraries for nothing."""
     pin = re.search(r'"torch==([^"]+)"', (course.root / "pyproject.toml").read_text()).group(1)
-    steps = _steps(course, name)
-    installs = [c[4:] for step in steps for c in _step_commands(step) if c[:4] == ["python", "-m", "pip", "install"]]
-    torch = [i for i, args in enumerate(installs) if any(a.startswith("torch") for a in args)]
-    assert len(torch) == 1, f"{name}: torch is installed by {len(torch)} commands, not one"
-    assert installs[torch[0]] == [f"torch=={pin}", "--index-url", TORCH_CPU_INDEX], installs[torch[0]]
-    course_installs = [args for args in installs[torch[0] + 1:] if args[:1] == ["-e"]]
-    assert course_installs, f"{name}: install torch's CPU wheel before `pip install -e .`"
-    setup = next(step["with"] for step in steps if step.get("uses", "").startswith("actions/setup-python"))
-    assert (setup.get("cache"), setup.get("cache-dependency-path")) == ("pip", "pyproject.toml"), setup
+    for job_name, job in _workflow(course, name)["jobs"].items():
+        steps = job.get("steps", [])
+        installs = [c[4:] for step in steps for c in _step_commands(step) if c[:4] == PIP_INSTALL]
+        if not installs:
+            continue
+        where = f"{name}, job {job_name}"
+        torch = [i for i, args in enumerate(installs) if any(a.startswith("torch") for a in args)]
+        assert len(torch) == 1, f"{where}: torch is installed by {len(torch)} commands, not one"
+        assert installs[torch[0]] == [f"torch=={pin}", "--index-url", TORCH_CPU_INDEX], installs[torch[0]]
+        course_installs = [args for args in installs[torch[0] + 1:] if args[:1] == ["-e"]]
+        assert course_installs, f"{where}: install torch's CPU wheel before `pip install -e .`"
+        setup = next(step["with"] for step in steps if step.get("uses", "").startswith("actions/setup-python"))
+        assert (setup.get("cache"), setup.get("cache-dependency-path")) == ("pip", "pyproject.toml"), (where, setup)
 
 
-def test_only_the_instructor_installs_nbgrader(course: Course) -> None:
-    """grade-all writes nbgrader's gradebook; learners' workflows install no Jupyter stack."""
-    for name, extra in (("learner.yml", "."), ("classroom.yml", "."), ("instructor.yml", ".[instructor]")):
-        installs = [c[4:] for step in _steps(course, name) for c in _step_commands(step)
-                    if c[:4] == ["python", "-m", "pip", "install"] and "-e" in c]
-        assert installs == [["-e", extra]], f"{name}: {installs}"
+def _installs(job: dict) -> list[list[str]]:
+    return [c[4:] for step in job["steps"] for c in _step_commands(step) if c[:4] == PIP_INSTALL and "-e" in c]
+
+
+def test_only_the_job_that_writes_the_gradebook_installs_nbgrader(course: Course) -> None:
+    """nbgrader's Jupyter stack is the instructor extra: learners' workflows never install it, and in the
+    instructor's only the job that writes gradebook.db (merge-grades) does."""
+    for name in ("learner.yml", "classroom.yml", "instructor.yml"):
+        for job_name, job in _workflow(course, name)["jobs"].items():
+            if "steps" not in job or not _installs(job):
+                continue
+            merges = any("merge-grades" in step.get("run", "") for step in job["steps"])
+            wanted = ".[instructor]" if merges else "."
+            assert _installs(job) == [["-e", wanted]], f"{name}, job {job_name}: {_installs(job)}"
+
+
+def test_the_shard_matrix_covers_the_class_and_merges_every_shard(course: Course) -> None:
+    workflow = _workflow(course, "instructor.yml")
+    shards = workflow["jobs"]["grade"]["strategy"]["matrix"]["shard"]
+    assert shards == list(range(1, workflow["env"]["SHARDS"] + 1)), "the matrix must be 1..SHARDS"
+    grade = " ".join(step.get("run", "") for step in workflow["jobs"]["grade"]["steps"])
+    assert '--shard "$SHARD"' in grade and "merge-grades" not in grade
+    merge = " ".join(step.get("run", "") for step in workflow["jobs"]["merge"]["steps"])
+    assert "llmfs merge-grades shards/* --out grades" in merge, "merge every shard the matrix uploaded"
+    assert workflow["jobs"]["merge"]["needs"] == "grade" and workflow["jobs"]["publish"]["needs"] == "merge"
 
 
 def test_learner_workflow_grades_what_the_learner_has(course: Course) -> None:
