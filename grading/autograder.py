@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import stat
@@ -35,7 +34,7 @@ import zipfile
 from pathlib import Path
 
 from llmfs.course import SOLUTION_BEGIN, Course, CourseError, Milestone, load_course
-from llmfs.fsutil import atomic_write_text
+from llmfs.fsutil import atomic_write_text, replaced_atomically
 
 VISIBILITIES = ("visible", "after_due_date", "after_published", "hidden")
 TORCH = "torch==2.13.0"  # pinned in pyproject.toml; setup.sh installs its CPU wheel first
@@ -194,7 +193,6 @@ def build(course: Course, milestone_ids: list[str], out: Path, visibility: str =
     _check_withheld_references(course, chosen)
     ids = " ".join(m.id for m in chosen)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         _copy_course(course, chosen, staging / "course")
@@ -203,14 +201,8 @@ def build(course: Course, milestone_ids: list[str], out: Path, visibility: str =
         (staging / "README.md").write_text(_readme(course, chosen, visibility), encoding="utf-8")
         (staging / "setup.sh").write_text(SETUP_SH.format(torch=TORCH, index=TORCH_INDEX, milestones=ids))
         (staging / "run_autograder").write_text(RUN_AUTOGRADER.format(visibility=visibility, milestones=ids))
-        fd, partial = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            _zip(staging, Path(partial))
-            os.replace(partial, out)
-        except BaseException:
-            Path(partial).unlink(missing_ok=True)
-            raise
+        with replaced_atomically(out) as partial:
+            _zip(staging, partial)
     return out
 
 

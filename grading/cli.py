@@ -1,7 +1,8 @@
 """`llmfs`: the course's command line.
 
     llmfs grade [ROOT] [--milestone 01 ...] [--reference] [--json FILE] [--summary FILE]
-    llmfs grade-all SUBMISSIONS [--milestone 01 ...] [--jobs N] [--out DIR] [--force] [--pseudonyms]
+    llmfs grade-all SUBMISSIONS [--milestone 01 ...] [--jobs N] [--out DIR] [--force] [--pseudonyms] [--shard I/N]
+    llmfs merge-grades SHARD_OUT... --out DIR [--pseudonyms]
     llmfs autograder NN... [--out autograder.zip] [--visibility visible|after_due_date|after_published|hidden]
     llmfs release OUT [--upto NN]
     llmfs stubs [--check] [--milestone 01 ...]

@@ -30,7 +30,6 @@ import secrets
 import shutil
 import sqlite3
 import sys
-import tempfile
 import warnings
 from contextlib import closing
 from datetime import datetime, timezone
@@ -38,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmfs.course import Course
-from llmfs.fsutil import atomic_write_text
+from llmfs.fsutil import atomic_write_text, replaced_atomically
 
 if TYPE_CHECKING:
     from nbgrader.api import Grade, Gradebook
@@ -248,22 +247,14 @@ def write_gradebook(course: Course, records: list[dict], path: Path) -> Path:
         os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
     from nbgrader.api import Gradebook
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.unlink(tmp)  # SQLite creates it
-    try:
+    with replaced_atomically(path) as tmp:
         if path.is_file():
-            _copy_database(path, Path(tmp))
+            _copy_database(path, tmp)
         with warnings.catch_warnings(), Gradebook(f"sqlite:///{tmp}") as gb:
             warnings.simplefilter("ignore")  # SQLAlchemy's autoflush notes from inside nbgrader
             _skip_fsyncs(gb)
             _upsert(gb, course, records)
-        _fsync(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        _fsync(tmp)
     return path
 
 
