@@ -12,9 +12,6 @@ import ast
 from dataclasses import dataclass
 from pathlib import Path
 
-import nbformat
-from nbgrader.preprocessors import ClearSolutions
-
 from llmfs.course import SOLUTION_BEGIN, Course, Milestone
 
 PLACEHOLDER = "LLMFS_STUB_MESSAGE"
@@ -33,6 +30,12 @@ def clear_solutions(source: str, code_stub: str = CODE_STUB) -> str:
     """
     if SOLUTION_BEGIN not in source:
         return source
+    try:
+        import nbformat
+        from nbgrader.preprocessors import ClearSolutions
+    except ImportError as e:
+        raise StubError(f"making stubs needs nbgrader, the instructor's extra: pip install -e \".[instructor]\" "
+                        f"({e})") from None
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     cell = nbformat.v4.new_code_cell(source)

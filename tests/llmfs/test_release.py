@@ -75,6 +75,21 @@ def test_classroom_autograding_counts_only_the_released_milestones(released: Pat
     assert sorted(reporter["env"]) == ["MILESTONE01_RESULTS", "MILESTONE02_RESULTS"]
 
 
+def test_a_learner_installs_no_jupyter_stack_and_grades_without_it(venv: Path, released: Path) -> None:
+    """nbgrader (and its Jupyter stack) is the instructor extra: the release does not depend on it, and `llmfs
+    grade` there works with nbgrader and nbformat made unimportable."""
+    from llmfs.course import tomllib  # tomli on Python 3.10
+
+    project = tomllib.loads((released / "pyproject.toml").read_text())["project"]
+    assert project["name"] == "build-an-llm-from-scratch"
+    assert not [d for d in project["dependencies"] if d.startswith(("nbgrader", "nbformat", "jupyter"))]
+    assert any(d.startswith("nbgrader") for d in project["optional-dependencies"]["instructor"])
+    blocked = ("import sys; sys.modules['nbgrader'] = sys.modules['nbformat'] = None; from llmfs.cli import main; "
+               "sys.exit(main(['grade', '-m', '01']))")
+    proc = _run(venv, released, str(venv / "bin" / "python"), "-c", blocked)
+    assert proc.returncode == 0 and "0/10" in proc.stdout, proc.stdout[-2000:] + proc.stderr[-2000:]
+
+
 def test_released_llmfs_is_the_released_copy(venv: Path, released: Path) -> None:
     proc = _run(venv, released, str(venv / "bin" / "python"), "-c", "import llmfs; print(llmfs.__file__)")
     assert proc.returncode == 0 and Path(proc.stdout.strip()).is_relative_to(released), proc.stdout + proc.stderr
