@@ -71,9 +71,9 @@ set -u
 ROOT="${{AUTOGRADER_ROOT:-/autograder}}"
 SOURCE="$ROOT/source"
 RESULTS="$ROOT/results/results.json"
-mkdir -p "$ROOT/results" "$ROOT/home"
+mkdir -p "$ROOT/results" "$ROOT/home" "$ROOT/tmp"
 rm -f "$RESULTS"
-env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$ROOT/home" LANG=C.UTF-8 \\
+env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$ROOT/home" TMPDIR="$ROOT/tmp" LANG=C.UTF-8 \\
     LLMFS_COURSE="$SOURCE/course" LLMFS_DATA="$SOURCE/datasets" LLMFS_CACHE="$SOURCE/datasets" \\
     "$ROOT/venv/bin/python" -m llmfs.autograder run --root "$ROOT" --visibility {visibility} {milestones}
 status=$?
@@ -97,8 +97,14 @@ class AutograderError(CourseError):
 
 
 def _closure(course: Course, chosen: list[Milestone]) -> list[Milestone]:
-    """The chosen milestones and every milestone they build on, transitively, in course order."""
+    """The chosen milestones and every milestone they build on, transitively, in course order; a milestone with
+    a built dataset (08's pair) needs every earlier one, which its builder's key hashes (03's and 04's tokenizer)."""
+    from llmfs import data
+
     needed = {m.id for m in chosen}
+    for m in chosen:
+        if any(data.dataset(name).build for name in m.datasets):
+            needed.update(e.id for e in course.milestones[: course.milestones.index(m)])
     for m in reversed(course.milestones):
         if m.id in needed:
             needed.update(m.builds_on)

@@ -90,23 +90,39 @@ class Autograder:
         return results, proc
 
 
-def _command_line(process: psutil.Process) -> str:
+def _arguments(process: psutil.Process) -> list[str]:
     try:
-        return " ".join(process.cmdline())
+        return process.cmdline()
     except psutil.Error:  # it ended while we looked
-        return ""
+        return []
+
+
+def _runs_module(arguments: list[str], module: str) -> bool:
+    return any(a == "-m" and b == module for a, b in zip(arguments, arguments[1:], strict=False))
 
 
 def _kill_the_grader_once_it_runs_tests(script_pid: int) -> None:
+    """SIGKILL `python -m llmfs.autograder` once a `python -m pytest` below it runs the hidden tests."""
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        children = {p: _command_line(p) for p in psutil.Process(script_pid).children(recursive=True)}
-        graders = [p for p, line in children.items() if "llmfs.autograder" in line]
-        if graders and any("pytest" in line for line in children.values()):
+        children = {p: _arguments(p) for p in psutil.Process(script_pid).children(recursive=True)}
+        graders = [p for p, arguments in children.items() if _runs_module(arguments, "llmfs.autograder")]
+        if graders and any(_runs_module(arguments, "pytest") for arguments in children.values()):
             graders[0].send_signal(signal.SIGKILL)
             return
         time.sleep(0.1)
     raise AssertionError("the grader never started its tests")
+
+
+def _tests_left_running(root: Path, wait_s: float = 10) -> list[int]:
+    """The pids of hidden-test processes of this /autograder still alive after `wait_s` seconds."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        alive = [p.pid for p in psutil.process_iter() if _runs_module(_arguments(p), "pytest")
+                 and str(root) in " ".join(_arguments(p))]
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)
 
 
 def _venv_with_our_packages(venv: Path) -> None:
@@ -186,6 +202,22 @@ def test_a_killed_grader_still_leaves_a_results_json_that_says_so(autograder: Au
     itself, saying that the failure is not the learner's."""
     results, proc = autograder.grade(_repository(course, course.solutions, ("01",)), kill_grader=True)
     assert proc.returncode == 0, "Gradescope must read results.json, not a failed script"
+    assert _tests_left_running(autograder.root) == [], "the killed grader's tests outlived it"
+    shutil.rmtree(autograder.root / "tmp")  # what the killed grader could not clean up: only there
     assert results["extra_data"].get("infrastructure_error") is True, results
     assert results["extra_data"]["exit_status"] == 128 + signal.SIGKILL
     assert "not your fault" in results["output"] and results["score"] == 0
+
+
+@pytest.mark.slow  # needs 08's pair built (the slow run builds it first)
+def test_a_bundle_for_08_ships_its_built_pair_and_finds_it(llmfs, tmp_path: Path) -> None:
+    """08's draft/target pair takes minutes to train and its key hashes the references of 02-05: the bundle carries
+    the pair and those references (not 08's), and inside the image the pair is found without building it."""
+    with zipfile.ZipFile(_build(llmfs, tmp_path, "08")) as bundle:
+        bundle.extractall(tmp_path / "source")
+    assert not (tmp_path / "source" / "course" / "solutions" / "08" / "speculative.py").exists()
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "LLMFS_COURSE": str(tmp_path / "source" / "course"),
+           "LLMFS_DATA": str(tmp_path / "source" / "datasets"), "LLMFS_CACHE": str(tmp_path / "source" / "datasets")}
+    proc = subprocess.run([sys.executable, "-c", "from llmfs import data; print(data.locate('speculative-pair'))"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.stdout.strip() == str(tmp_path / "source" / "datasets" / "speculative-pair"), proc.stdout + proc.stderr
