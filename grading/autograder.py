@@ -248,7 +248,7 @@ def bake_data(milestone_ids: list[str], into: Path) -> None:
 def place_submission(course: Course, submission: Path, dest: Path, chosen: list[Milestone]) -> Path:
     """Copy the submission into `dest` and return its implementation root: a repository as it is, files
     uploaded one by one into the NN/ folder of the graded milestone that has a module of that name."""
-    from llmfs.classroom import Submission, unpack
+    from llmfs.classroom import Submission, SubmissionError, unpack
 
     root = unpack(Submission("submission", submission, "folder"), dest / "files")
     if any((root / m.id).is_dir() for m in chosen):
@@ -259,8 +259,6 @@ def place_submission(course: Course, submission: Path, dest: Path, chosen: list[
     for path in sorted(root.glob("*.py")):
         owners = [m for m in chosen if path.stem in m.modules]
         if len(owners) > 1:
-            from llmfs.classroom import SubmissionError
-
             raise SubmissionError(f"{path.name} belongs to milestones {' and '.join(m.id for m in owners)}: "
                                   "submit the repository, or folders named by milestone (01/, 02/)")
         if owners:

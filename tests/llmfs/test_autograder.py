@@ -221,3 +221,18 @@ def test_a_bundle_for_08_ships_its_built_pair_and_finds_it(llmfs, tmp_path: Path
     proc = subprocess.run([sys.executable, "-c", "from llmfs import data; print(data.locate('speculative-pair'))"],
                           env=env, capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() == str(tmp_path / "source" / "datasets" / "speculative-pair"), proc.stdout + proc.stderr
+
+
+def test_files_uploaded_one_by_one_go_to_their_milestone_or_are_refused(course: Course, tmp_path: Path) -> None:
+    """bigram.py goes to 01/; train.py is a module of both 02 and 05, so a flat upload for both is refused."""
+    from llmfs.autograder import place_submission
+    from llmfs.classroom import SubmissionError
+
+    upload = tmp_path / "upload"
+    upload.mkdir()
+    (upload / "bigram.py").write_text("x = 1\n")
+    (upload / "train.py").write_text("y = 2\n")
+    placed = place_submission(course, upload, tmp_path / "a", [course.milestone("01"), course.milestone("02")])
+    assert (placed / "01" / "bigram.py").read_text() == "x = 1\n" and (placed / "02" / "train.py").is_file()
+    with pytest.raises(SubmissionError, match="train.py belongs to milestones 02 and 05"):
+        place_submission(course, upload, tmp_path / "b", [course.milestone("02"), course.milestone("05")])
