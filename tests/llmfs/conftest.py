@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,3 +95,21 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         if ds.build and data.locate(name) is None:
             print(f"\nbuilding dataset {name} before the slow tests (minutes, once)", flush=True)
             data.fetch(name, progress=False)
+
+
+@pytest.fixture(scope="session")
+def lent_venv() -> Callable[..., Path]:
+    """lent_venv(DIR, pip=False): a fresh virtual environment that sees this one's packages (torch, transformers,
+    ...) through a .pth file, so installing the course into it downloads nothing; `pip=True` also gives it its own
+    `bin/pip` (scripts such as the autograder's setup.sh call it)."""
+
+    def make(env_dir: Path, pip: bool = False) -> Path:
+        subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
+        if pip:
+            subprocess.run([str(env_dir / "bin" / "python"), "-m", "ensurepip", "--default-pip"], check=True,
+                           capture_output=True, timeout=300)
+        purelib = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
+        (purelib / "_lent_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+        return env_dir
+
+    return make

@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import site
 import stat
 import subprocess
 import sys
@@ -125,20 +124,8 @@ def _tests_left_running(root: Path, wait_s: float = 10) -> list[int]:
         time.sleep(0.2)
 
 
-def _venv_with_our_packages(venv: Path) -> None:
-    """A virtual environment that already sees this one's packages (torch, transformers...), so setup.sh's
-    `pip install` has only the course to install: Gradescope downloads the rest, which takes minutes."""
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    subprocess.run([str(venv / "bin" / "python"), "-m", "ensurepip", "--default-pip"], check=True,
-                   capture_output=True)
-    where = "import sysconfig; print(sysconfig.get_path('purelib'))"
-    purelib = subprocess.run([str(venv / "bin" / "python"), "-c", where], check=True, capture_output=True,
-                             text=True).stdout.strip()
-    Path(purelib, "outer-environment.pth").write_text("\n".join(site.getsitepackages()) + "\n")
-
-
 @pytest.fixture(scope="module")
-def autograder(course: Course, llmfs, tmp_path_factory: pytest.TempPathFactory) -> Autograder:
+def autograder(course: Course, llmfs, lent_venv, tmp_path_factory: pytest.TempPathFactory) -> Autograder:
     root = tmp_path_factory.mktemp("autograder")
     out = root.parent / f"{root.name}.zip"
     proc = llmfs("autograder", "01", "02", "--out", str(out))
@@ -148,7 +135,7 @@ def autograder(course: Course, llmfs, tmp_path_factory: pytest.TempPathFactory) 
     for script in ("setup.sh", "run_autograder"):
         os.chmod(root / "source" / script, 0o755)
     shutil.copy2(root / "source" / "run_autograder", root / "run_autograder")  # what Gradescope's image build does
-    _venv_with_our_packages(root / "venv")
+    lent_venv(root / "venv", pip=True)  # torch and the rest lent: Gradescope downloads them, which takes minutes
     # setup.sh as Gradescope runs it, with two stand-ins for the internet: $LLMFS_DATA for the dataset downloads,
     # and pip's own index (TORCH_INDEX_URL="") for torch's CPU wheel index, which this machine cannot reach.
     setup = subprocess.run(["bash", str(root / "source" / "setup.sh")], cwd=root / "source", capture_output=True,

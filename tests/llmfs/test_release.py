@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import site
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest
@@ -31,12 +28,9 @@ def released(course: Course, llmfs, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(scope="module")
-def venv(released: Path) -> Path:
+def venv(released: Path, lent_venv) -> Path:
     """A fresh virtual environment with the release installed by pip (dependencies lent by a .pth file)."""
-    env_dir = released.parent / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=120)
-    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(env_dir), "platbase": str(env_dir)}))
-    (purelib / "_lent_dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    env_dir = lent_venv(released.parent / "venv")
     python = env_dir / "bin" / "python"
     proc = subprocess.run([str(python), "-m", "pip", "install", "--no-deps", "--no-build-isolation",
                            "--no-index", "-q", "-e", str(released)], capture_output=True, text=True, timeout=300)
