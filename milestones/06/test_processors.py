@@ -1,6 +1,7 @@
-"""Public tests for milestone 06's processors: run `pytest milestones/06 -m task06_2` (and 06_1, 06_3, ...).
+"""Public tests for milestone 06's processors: `pytest milestones/06 -m task06_2` for a task, or
+`pytest milestones/06 -k top_p` for one function (each test is marked @pytest.mark.checks("...") too).
 
-Small examples worked by hand. The hidden tests run each processor on (8, 50257) random logits against the
+Small examples worked by hand. A test of a function uses only it and the functions written before it. The hidden tests run each processor on (8, 50257) random logits against the
 matching `transformers` logits processor, and the OpenAI formula for presence and frequency penalties.
 """
 
@@ -20,7 +21,8 @@ INF = float("-inf")
 
 
 @pytest.mark.task06_1
-def test_temperature_divides(processors):
+@pytest.mark.checks("apply_temperature")
+def test_apply_temperature_divides(processors):
     logits = torch.tensor([[2.0, -1.0, 0.5]])
     torch.testing.assert_close(processors.apply_temperature(logits, 0.5), torch.tensor([[4.0, -2.0, 1.0]]))
     with pytest.raises(ValueError, match="temperature"):
@@ -28,6 +30,7 @@ def test_temperature_divides(processors):
 
 
 @pytest.mark.task06_2
+@pytest.mark.checks("top_k_filter")
 def test_top_k_keeps_ties_with_the_kth(processors):
     logits = torch.tensor([[5.0, 3.0, 3.0, 1.0]])
     assert processors.top_k_filter(logits, 2).tolist() == [[5.0, 3.0, 3.0, INF]]
@@ -35,6 +38,7 @@ def test_top_k_keeps_ties_with_the_kth(processors):
 
 
 @pytest.mark.task06_2
+@pytest.mark.checks("top_p_filter")
 def test_top_p_keeps_the_token_that_crosses_p(processors):
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()  # probabilities 0.5, 0.3, 0.2
     out = processors.top_p_filter(logits, 0.6)
@@ -44,15 +48,33 @@ def test_top_p_keeps_the_token_that_crosses_p(processors):
 
 
 @pytest.mark.task06_3
+@pytest.mark.checks("token_counts")
+def test_token_counts_count_each_row_and_skip_padding(processors):
+    tokens = torch.tensor([[3, 2, 2, 2], [0, 0, 1, 3]])
+    counts = processors.token_counts(tokens, 5)
+    assert counts.dtype == torch.float32
+    assert counts.tolist() == [[0, 0, 3, 1, 0], [2, 1, 0, 1, 0]]  # counted by hand
+    mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 1]])  # left padding: 3 in row 0 and both 0s in row 1 do not count
+    assert processors.token_counts(tokens, 5, mask).tolist() == [[0, 0, 3, 0, 0], [0, 1, 0, 1, 0]]
+    with pytest.raises(ValueError):
+        processors.token_counts(tokens, 3)  # id 3 is outside 0..2 (a given check)
+
+
+@pytest.mark.task06_3
+@pytest.mark.checks("repetition_penalty")
 def test_repetition_penalty_divides_positive_and_multiplies_negative(processors):
     logits = torch.tensor([[2.0, -2.0, 1.0, -1.0]])
     tokens = torch.tensor([[0, 1, 1, 1]])  # id 1 three times: penalized once
     torch.testing.assert_close(processors.repetition_penalty(logits, tokens, 2.0),
                                torch.tensor([[1.0, -4.0, 1.0, -1.0]]))
+    mask = torch.tensor([[0, 1, 1, 1]])  # position 0 is padding: id 0 is not penalized
+    torch.testing.assert_close(processors.repetition_penalty(logits, tokens, 2.0, mask),
+                               torch.tensor([[2.0, -4.0, 1.0, -1.0]]))
 
 
 @pytest.mark.task06_3
-def test_presence_frequency_and_padding(processors):
+@pytest.mark.checks("presence_frequency_penalty")
+def test_presence_frequency_penalty_counts_and_skips_padding(processors):
     logits = torch.zeros(1, 4)
     tokens = torch.tensor([[3, 2, 2, 2]])
     out = processors.presence_frequency_penalty(logits, tokens, presence=0.5, frequency=0.25)

@@ -1,4 +1,5 @@
-"""Public tests for milestone 06's `generate` and sampler: run `pytest milestones/06 -m task06_1` (then task06_4).
+"""Public tests for milestone 06's `generate` and sampler: run `pytest milestones/06 -m task06_1` (then task06_4),
+or `pytest milestones/06 -k sample_next_token` for one function (each test is marked @pytest.mark.checks("...")).
 
 They use a toy model written here (a lookup table of next-token logits), so they run in milliseconds and do not
 need your milestone 05. The hidden tests compare `generate` with `GPT2LMHeadModel.generate` token for token,
@@ -45,7 +46,8 @@ def greedy_by_hand(model: TableModel, idx: torch.Tensor, n: int) -> torch.Tensor
 
 
 @pytest.mark.task06_1
-def test_greedy_follows_the_argmax_and_crops_the_context(sampling):
+@pytest.mark.checks("generate")
+def test_generate_greedy_follows_the_argmax_and_crops_the_context(sampling):
     model = TableModel()
     idx = torch.tensor([[0], [3]])
     out = sampling.generate(model, idx, 12)
@@ -55,7 +57,8 @@ def test_greedy_follows_the_argmax_and_crops_the_context(sampling):
 
 
 @pytest.mark.task06_1
-def test_rows_stop_at_end_of_text(sampling):
+@pytest.mark.checks("generate")
+def test_generate_stops_each_row_at_end_of_text(sampling):
     model = TableModel()
     idx = torch.tensor([[0], [3]])
     free = greedy_by_hand(model, idx, 6)
@@ -69,7 +72,8 @@ def test_rows_stop_at_end_of_text(sampling):
 
 
 @pytest.mark.task06_4
-def test_temperature_comes_before_top_p(sampling):
+@pytest.mark.checks("process_logits")
+def test_process_logits_divides_by_temperature_before_the_nucleus(sampling):
     logits = torch.tensor([[0.5, 0.3, 0.2]]).log()
     config = sampling.SamplingConfig(do_sample=True, temperature=0.25, top_p=0.6)
     out = sampling.process_logits(logits, torch.tensor([[0]]), 1, config)
@@ -78,7 +82,31 @@ def test_temperature_comes_before_top_p(sampling):
 
 
 @pytest.mark.task06_4
-def test_sampling_is_seeded_and_never_draws_a_filtered_token(sampling):
+@pytest.mark.checks("process_logits")
+def test_process_logits_penalizes_in_order_and_warps_only_when_sampling(sampling):
+    logits = torch.tensor([[2.0, -1.0, 1.0, 0.5]])
+    tokens = torch.tensor([[0, 1, 2, 2]])  # a prompt of 2 tokens (0, 1), then 2 generated twice
+    config = sampling.SamplingConfig(repetition_penalty=2.0, frequency_penalty=0.25, temperature=0.5, top_k=1)
+    out = sampling.process_logits(logits, tokens, 2, config)
+    # repetition over all four tokens: 2 / 2, -1 * 2, 1 / 2; then frequency over the generated ones: 0.5 - 0.25 * 2
+    torch.testing.assert_close(out, torch.tensor([[1.0, -2.0, 0.0, 0.5]]))
+
+
+@pytest.mark.task06_4
+@pytest.mark.checks("sample_next_token")
+def test_sample_next_token_draws_from_the_softmax(sampling):
+    logits = torch.tensor([[0.0, float("-inf"), 1.0], [2.0, 2.0, float("-inf")]])
+    picks = torch.stack([sampling.sample_next_token(logits, torch.Generator().manual_seed(s)) for s in range(200)])
+    assert picks.shape == (200, 2)
+    assert set(picks[:, 0].tolist()) == {0, 2} and set(picks[:, 1].tolist()) == {0, 1}  # never a token at -inf
+    expected = torch.multinomial(torch.softmax(logits, dim=-1), 1,  # the specified draw, by hand
+                                 generator=torch.Generator().manual_seed(7)).squeeze(1)
+    assert torch.equal(sampling.sample_next_token(logits, torch.Generator().manual_seed(7)), expected)
+
+
+@pytest.mark.task06_4
+@pytest.mark.checks("sample_next_token")
+def test_sample_next_token_is_seeded_and_never_draws_a_filtered_token(sampling):
     model = TableModel()
     idx = torch.tensor([[0], [1], [2]])
     settings = dict(do_sample=True, top_k=2)

@@ -1,20 +1,12 @@
-"""Milestone 01: a character-level bigram language model.
+"""Milestone 01: a character-level bigram language model, built by counting and as a neural network.
 
-The smallest language model there is: it predicts the next character from the current one alone.
-You build it twice, once by counting and once as a neural network trained by gradient descent, and
-check that both arrive at the same answer. Everything later in the course (attention, GPT-2, BPE,
-sampling) plugs into the pieces written here: a tokenizer, batches of (input, target) pairs, a model
-whose `forward` returns logits and a loss, `generate`, `estimate_loss` and a training loop.
-
-Write the parts marked `# YOUR CODE HERE`; each docstring says exactly what must come out.
-
-    task01_1  CharTokenizer, train_val_split, get_batch
+    task01_1  CharTokenizer (__init__, encode, decode), train_val_split, get_batch
     task01_2  count_bigrams, bigram_probabilities, bigram_nll
     task01_3  BigramLanguageModel.forward, BigramLanguageModel.generate
     task01_4  estimate_loss, train
 
-Check your work with `pytest milestones/01` (add `-m task01_1` for one task). When it passes, train on
-TinyShakespeare with `python milestones/01/bigram.py` (about 20 seconds on a laptop).
+Write the parts marked `# YOUR CODE HERE`; the checks of the arguments are given. One function at a time:
+`pytest milestones/01 -k encode`. README.md explains each step; then `python milestones/01/bigram.py` trains.
 """
 
 from __future__ import annotations
@@ -30,6 +22,71 @@ from torch.nn import functional as F
 from tqdm.auto import tqdm
 
 # ----------------------------------------------------------------------------------------------------
+# Checks of the arguments (given code): each raises TypeError or ValueError saying what is wrong.
+
+
+def _check_text(text: object, what: str) -> None:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} takes a str, got {type(text).__name__}")
+
+
+def _check_known(text: str, chars: list[str]) -> None:
+    """ValueError naming the first character of `text` outside the vocabulary `chars`, and its position."""
+    unknown = set(text) - set(chars)
+    if unknown:
+        position = next(i for i, ch in enumerate(text) if ch in unknown)
+        raise ValueError(f"character {text[position]!r} at position {position} is not in the vocabulary "
+                         f"of {len(chars)} characters")
+
+
+def _check_ids(ids: list[int] | torch.Tensor, vocab_size: int) -> list[int]:
+    """`ids` as a list of ints, each in [0, vocab_size)."""
+    if isinstance(ids, torch.Tensor):
+        if ids.is_floating_point() or ids.dim() != 1:
+            raise TypeError(f"decode() takes a 1-D integer tensor, got {ids.dtype} with shape {tuple(ids.shape)}")
+        ids = ids.tolist()
+    for position, i in enumerate(ids):
+        if not isinstance(i, int) or isinstance(i, bool):
+            raise TypeError(f"decode() takes integer ids, got {i!r} at position {position}")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"id {i} at position {position} is outside the vocabulary [0, {vocab_size})")
+    return list(ids)
+
+
+def _check_split(data: torch.Tensor, train_fraction: float) -> None:
+    if not 0.0 < train_fraction < 1.0:
+        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
+    if data.dim() != 1:
+        raise ValueError(f"train_val_split takes a 1-D tensor of ids, got shape {tuple(data.shape)}")
+    n = int(train_fraction * len(data))
+    if n == 0 or n == len(data):
+        raise ValueError(f"{len(data)} ids are too few to split {train_fraction:.0%}/{1 - train_fraction:.0%}")
+
+
+def _check_batch(data: torch.Tensor, batch_size: int, block_size: int) -> None:
+    if batch_size < 1 or block_size < 1:
+        raise ValueError(f"batch_size and block_size must be at least 1, got {batch_size} and {block_size}")
+    if len(data) <= block_size:
+        raise ValueError(f"data has {len(data)} ids, too few for a window of block_size={block_size} plus a target")
+
+
+def _check_range(data: torch.Tensor, vocab_size: int) -> None:
+    if len(data) and (data.min() < 0 or data.max() >= vocab_size):
+        raise ValueError(f"ids must lie in [0, {vocab_size}), got [{int(data.min())}, {int(data.max())}]")
+
+
+def _check_smoothing(counts: torch.Tensor, k: float) -> None:
+    if k < 0:
+        raise ValueError(f"the smoothing constant k must be >= 0, got {k}")
+    if k == 0 and (counts.sum(dim=1) == 0).any():
+        raise ValueError("with k=0 a character that is never followed by anything has no probabilities; use k > 0")
+
+
+def _check_at_least(name: str, value: int, least: int) -> None:
+    if value < least:
+        raise ValueError(f"{name} must be at least {least}, got {value}")
+
+# ----------------------------------------------------------------------------------------------------
 # task01_1: from text to batches of token ids
 
 
@@ -43,14 +100,12 @@ class CharTokenizer:
     def __init__(self, text: str) -> None:
         """Build the vocabulary from `text`.
 
-        Sets `self.chars` (the sorted distinct characters) and whatever lookup tables `encode` and
-        `decode` need. Raises TypeError when `text` is not a str, ValueError when it is empty.
+        Sets `self.chars` (the sorted distinct characters) and whatever lookup table `encode` needs.
         """
-        ### BEGIN SOLUTION
-        if not isinstance(text, str):
-            raise TypeError(f"CharTokenizer needs a str to build its vocabulary, got {type(text).__name__}")
+        _check_text(text, "CharTokenizer")
         if not text:
             raise ValueError("CharTokenizer cannot build a vocabulary from an empty text")
+        ### BEGIN SOLUTION
         self.chars: list[str] = sorted(set(text))
         self.stoi = {ch: i for i, ch in enumerate(self.chars)}
         ### END SOLUTION
@@ -60,62 +115,30 @@ class CharTokenizer:
         return len(self.chars)
 
     def encode(self, text: str) -> list[int]:
-        """The id of each character of `text`, in order.
-
-        Raises TypeError when `text` is not a str, and ValueError naming the first character that is
-        not in the vocabulary and its position (e.g. "character 'z' at position 2 is not in the
-        vocabulary").
-        """
+        """The id of each character of `text`, in order (the given checks reject a character that is not
+        in the vocabulary, naming it and its position)."""
+        _check_text(text, "encode()")
+        _check_known(text, self.chars)
         ### BEGIN SOLUTION
-        if not isinstance(text, str):
-            raise TypeError(f"encode() takes a str, got {type(text).__name__}")
-        try:
-            return [self.stoi[ch] for ch in text]
-        except KeyError:
-            position = next(i for i, ch in enumerate(text) if ch not in self.stoi)
-            raise ValueError(
-                f"character {text[position]!r} at position {position} is not in the vocabulary "
-                f"of {self.vocab_size} characters"
-            ) from None
+        return [self.stoi[ch] for ch in text]
         ### END SOLUTION
 
     def decode(self, ids: list[int] | torch.Tensor) -> str:
-        """The text whose encoding is `ids` (a list of ints or a 1-D integer tensor).
-
-        Raises TypeError when an id is not an integer, ValueError naming the first id outside
-        [0, vocab_size).
-        """
+        """The text whose encoding is `ids`: a list of ints, or a 1-D integer tensor that the given check
+        turns into one (it also rejects ids outside [0, vocab_size))."""
+        ids = _check_ids(ids, self.vocab_size)
         ### BEGIN SOLUTION
-        if isinstance(ids, torch.Tensor):
-            if ids.is_floating_point() or ids.dim() != 1:
-                raise TypeError(f"decode() takes a 1-D integer tensor, got {ids.dtype} with shape {tuple(ids.shape)}")
-            ids = ids.tolist()
-        chars = []
-        for position, i in enumerate(ids):
-            if not isinstance(i, int) or isinstance(i, bool):
-                raise TypeError(f"decode() takes integer ids, got {i!r} at position {position}")
-            if not 0 <= i < self.vocab_size:
-                raise ValueError(f"id {i} at position {position} is outside the vocabulary [0, {self.vocab_size})")
-            chars.append(self.chars[i])
-        return "".join(chars)
+        return "".join(self.chars[i] for i in ids)
         ### END SOLUTION
 
 
 def train_val_split(data: torch.Tensor, train_fraction: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
     """Split a 1-D tensor of token ids: the first `int(train_fraction * len(data))` ids train, the rest
     validate. No shuffling: the validation text is text the model never saw, not a random sample of it.
-
-    Raises ValueError when `train_fraction` is not strictly between 0 and 1, when `data` is not 1-D,
-    or when either part would be empty.
     """
+    _check_split(data, train_fraction)
     ### BEGIN SOLUTION
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be strictly between 0 and 1, got {train_fraction}")
-    if data.dim() != 1:
-        raise ValueError(f"train_val_split takes a 1-D tensor of ids, got shape {tuple(data.shape)}")
     n = int(train_fraction * len(data))
-    if n == 0 or n == len(data):
-        raise ValueError(f"{len(data)} ids are too few to split {train_fraction:.0%}/{1 - train_fraction:.0%}")
     return data[:n], data[n:]
     ### END SOLUTION
 
@@ -128,15 +151,9 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
         ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)
     then x[b] = data[ix[b] : ix[b] + block_size] and y[b] = data[ix[b] + 1 : ix[b] + block_size + 1]:
     the target at each position is the next id. Both are int64 tensors of shape (batch_size, block_size).
-
-    Raises ValueError when batch_size or block_size is below 1, or when `data` has no more than
-    `block_size` ids (no window would have a target for its last position).
     """
+    _check_batch(data, batch_size, block_size)
     ### BEGIN SOLUTION
-    if batch_size < 1 or block_size < 1:
-        raise ValueError(f"batch_size and block_size must be at least 1, got {batch_size} and {block_size}")
-    if len(data) <= block_size:
-        raise ValueError(f"data has {len(data)} ids, too few for a window of block_size={block_size} plus a target")
     ix = torch.randint(len(data) - block_size, (batch_size,), generator=generator)  # (B,)
     x = torch.stack([data[i : i + block_size] for i in ix.tolist()])  # (B, T)
     y = torch.stack([data[i + 1 : i + block_size + 1] for i in ix.tolist()])  # (B, T)
@@ -151,12 +168,11 @@ def get_batch(data: torch.Tensor, batch_size: int, block_size: int,
 def count_bigrams(data: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """counts[a, b] = how many times id b directly follows id a in the 1-D tensor `data`.
 
-    Returns an int64 tensor of shape (vocab_size, vocab_size). Raises ValueError when an id is
-    outside [0, vocab_size).
+    Returns an int64 tensor of shape (vocab_size, vocab_size). Count with tensor operations, not a
+    Python loop (README.md, "Speed").
     """
+    _check_range(data, vocab_size)
     ### BEGIN SOLUTION
-    if len(data) and (data.min() < 0 or data.max() >= vocab_size):
-        raise ValueError(f"ids must lie in [0, {vocab_size}), got [{int(data.min())}, {int(data.max())}]")
     pairs = data[:-1].long() * vocab_size + data[1:].long()  # one number per bigram: a * V + b
     return torch.bincount(pairs, minlength=vocab_size * vocab_size).view(vocab_size, vocab_size)
     ### END SOLUTION
@@ -168,16 +184,12 @@ def bigram_probabilities(counts: torch.Tensor, k: float = 1.0) -> torch.Tensor:
         P[a, b] = (counts[a, b] + k) / (sum_b' counts[a, b'] + k * V)
 
     Smoothing gives bigrams never seen in training a small probability instead of zero (whose log
-    is -inf). Returns a float32 (V, V) tensor whose rows sum to 1. Raises ValueError when k < 0, or
-    when k == 0 and some row has no counts (its probabilities would be 0/0).
+    is -inf). Returns a float32 (V, V) tensor whose rows sum to 1.
     """
+    _check_smoothing(counts, k)
     ### BEGIN SOLUTION
-    if k < 0:
-        raise ValueError(f"the smoothing constant k must be >= 0, got {k}")
     smoothed = counts.float() + k
     totals = smoothed.sum(dim=1, keepdim=True)  # (V, 1)
-    if (totals == 0).any():
-        raise ValueError("with k=0 a character that is never followed by anything has no probabilities; use k > 0")
     return smoothed / totals
     ### END SOLUTION
 
@@ -185,12 +197,9 @@ def bigram_probabilities(counts: torch.Tensor, k: float = 1.0) -> torch.Tensor:
 def bigram_nll(probs: torch.Tensor, data: torch.Tensor) -> float:
     """Mean negative log-likelihood of `data` under bigram probabilities `probs`:
     -(1 / (N - 1)) * sum_i log probs[data[i], data[i + 1]], in nats.
-
-    Raises ValueError when `data` has fewer than 2 ids (there is no bigram to score).
     """
+    _check_at_least("the number of ids bigram_nll scores", len(data), 2)
     ### BEGIN SOLUTION
-    if len(data) < 2:
-        raise ValueError(f"bigram_nll needs at least 2 ids, got {len(data)}")
     return -probs[data[:-1], data[1:]].log().mean().item()
     ### END SOLUTION
 
@@ -233,14 +242,12 @@ class BigramLanguageModel(nn.Module):
 
         At each step: the logits of the last position, softmax, then one draw with
         `torch.multinomial(probs, num_samples=1, generator=generator)`, appended to the sequence.
-        The same generator seed gives the same text. Raises ValueError when `idx` is not 2-D or
-        `max_new_tokens` is negative.
+        The same generator seed gives the same text.
         """
-        ### BEGIN SOLUTION
         if idx.dim() != 2:
             raise ValueError(f"generate() takes idx of shape (B, T), got {tuple(idx.shape)}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
+        _check_at_least("max_new_tokens", max_new_tokens, 0)
+        ### BEGIN SOLUTION
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -1:])  # (B, 1, V): a bigram only needs the last id
             probs = F.softmax(logits[:, -1, :], dim=-1)  # (B, V)
@@ -261,11 +268,10 @@ def estimate_loss(model: nn.Module, splits: dict[str, torch.Tensor], batch_size:
 
     For each split in the order given, draw `eval_iters` batches with `get_batch(data, batch_size,
     block_size, generator)` and average `model(x, y)`'s losses. Run in eval mode (dropout off) with
-    no gradients, and leave the model in the mode it was in. Raises ValueError when eval_iters < 1.
+    no gradients, and leave the model in the mode it was in.
     """
+    _check_at_least("eval_iters", eval_iters, 1)
     ### BEGIN SOLUTION
-    if eval_iters < 1:
-        raise ValueError(f"eval_iters must be at least 1, got {eval_iters}")
     was_training = model.training
     model.eval()
     out = {}
@@ -288,11 +294,10 @@ def train(model: nn.Module, train_data: torch.Tensor, *, max_iters: int, batch_s
 
     Each step: a batch from `get_batch(train_data, batch_size, block_size, generator)`, the loss,
     `optimizer.zero_grad(set_to_none=True)`, `loss.backward()`, `optimizer.step()`. With `progress`,
-    show a tqdm progress bar. Raises ValueError when max_iters < 0.
+    show a tqdm progress bar.
     """
+    _check_at_least("max_iters", max_iters, 0)
     ### BEGIN SOLUTION
-    if max_iters < 0:
-        raise ValueError(f"max_iters must be >= 0, got {max_iters}")
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate)
     losses = []
@@ -359,12 +364,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
 
 def _plot(losses: list[float], count_nll: float, path: Path) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: a notebook keeps its backend
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig = Figure(figsize=(7, 4))
+    ax = fig.subplots()
     ax.plot(losses, lw=0.6, alpha=0.6, label="training loss (one batch)")
     window = max(1, len(losses) // 50)
     smooth = torch.tensor(losses).unfold(0, window, 1).mean(1) if len(losses) >= window else torch.tensor(losses)
@@ -376,7 +379,6 @@ def _plot(losses: list[float], count_nll: float, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
-    plt.close(fig)
     tmp.replace(path)
 
 

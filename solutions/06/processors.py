@@ -1,16 +1,8 @@
 """Milestone 06: logits processors, the small functions that turn a model's next-token logits into the
-distribution you sample from. Each one matches a Hugging Face processor exactly, or a formula from the OpenAI API.
+distribution you sample from; each matches a Hugging Face processor or the OpenAI API's formula (README.md).
 
-Every function takes logits (B, V), one row per sequence in the batch, and returns new logits (B, V); none
-changes its input in place. A token that must never be drawn gets the logit -inf (probability exactly 0).
-
-    apply_temperature            logits / T                      transformers' TemperatureLogitsWarper
-    top_k_filter                 keep the k largest (and ties)   transformers' TopKLogitsWarper
-    top_p_filter                 keep the nucleus of mass >= p   transformers' TopPLogitsWarper
-    repetition_penalty           CTRL's penalty on seen tokens   transformers' RepetitionPenaltyLogitsProcessor
-    presence_frequency_penalty   OpenAI's two penalties          logit - frequency * count - presence * [count > 0]
-
-Shapes in the comments: B batch, T tokens so far, V vocabulary.
+Each takes logits (B, V) (B batch, T tokens so far, V vocabulary) and returns new logits (B, V), never changing
+its input in place; a token that must never be drawn gets -inf. The checks are given (`check`, `check_tokens`).
 
     task06_1  apply_temperature
     task06_2  top_k_filter, top_p_filter
@@ -42,6 +34,14 @@ def check(name: str, value: object) -> None:
         raise ValueError(f"{name} must be {description}, got {value!r}")
 
 
+def check_tokens(tokens: torch.Tensor, vocab_size: int, mask: torch.Tensor | None) -> None:
+    """Raise ValueError for a token id outside 0..vocab_size-1, or a mask whose shape is not the tokens'."""
+    if mask is not None and mask.shape != tokens.shape:
+        raise ValueError(f"mask has shape {tuple(mask.shape)}, tokens {tuple(tokens.shape)}: they must match")
+    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
+        raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got {tokens.min().item()}..{tokens.max().item()}")
+
+
 def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
@@ -57,11 +57,11 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """logits / temperature. Below 1 the distribution sharpens towards the argmax, above 1 it flattens
     towards uniform; 1 changes nothing.
 
-    Call `check("temperature", temperature)` first: it raises a ValueError naming the setting unless it is a
-    finite number > 0 (T -> 0 is greedy decoding, which `generate(do_sample=False)` does without dividing by 0).
+    The given check accepts only a finite number > 0 (T -> 0 is greedy decoding, which
+    `generate(do_sample=False)` does without dividing by 0).
     """
-    ### BEGIN SOLUTION
     check("temperature", temperature)
+    ### BEGIN SOLUTION
     return logits / temperature
     ### END SOLUTION
 
@@ -75,12 +75,10 @@ def top_k_filter(logits: torch.Tensor, top_k: int, min_tokens_to_keep: int = 1) 
 
     Ties are kept: a token whose logit equals the k-th largest survives, so a row may keep more than k tokens
     (Hugging Face does the same). A k larger than V keeps everything.
-
-    Check both settings first with `check` (top_k: an int >= 1).
     """
-    ### BEGIN SOLUTION
     check("top_k", top_k)
     check("min_tokens_to_keep", min_tokens_to_keep)
+    ### BEGIN SOLUTION
     k = min(max(top_k, min_tokens_to_keep), logits.size(-1))
     kth_largest = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
     return logits.masked_fill(logits < kth_largest, float("-inf"))
@@ -95,12 +93,10 @@ def top_p_filter(logits: torch.Tensor, top_p: float, min_tokens_to_keep: int = 1
     it is still < top_p. So the token that crosses top_p is kept (with probabilities 0.5, 0.3, 0.2 and
     top_p = 0.6, the nucleus is {0.5, 0.3}: 0.5 alone falls short). At least `min_tokens_to_keep` tokens
     are kept. top_p = 1 keeps everything.
-
-    Check both settings first with `check` (top_p: 0 < top_p <= 1).
     """
-    ### BEGIN SOLUTION
     check("top_p", top_p)
     check("min_tokens_to_keep", min_tokens_to_keep)
+    ### BEGIN SOLUTION
     if top_p == 1:
         return logits.clone()
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V) each
@@ -122,15 +118,12 @@ def token_counts(tokens: torch.Tensor, vocab_size: int, mask: torch.Tensor | Non
 
     `mask` (B, T) marks the real tokens with 1 (True) and the padding with 0: padding is never counted, even
     when the pad id is a real token id (GPT-2 pads with <|endoftext|>). Milestone 07 pads batches on the left.
-    Raises ValueError for an id outside 0..V-1 or a mask of another shape.
+    The given check rejects an id outside 0..V-1 and a mask of another shape.
     """
+    check_tokens(tokens, vocab_size, mask)
     ### BEGIN SOLUTION
     if mask is None:
         mask = torch.ones_like(tokens, dtype=torch.bool)
-    if mask.shape != tokens.shape:
-        raise ValueError(f"mask has shape {tuple(mask.shape)}, tokens {tuple(tokens.shape)}: they must match")
-    if tokens.numel() and (tokens.min() < 0 or tokens.max() >= vocab_size):
-        raise ValueError(f"token ids must be in 0..{vocab_size - 1}, got {tokens.min().item()}..{tokens.max().item()}")
     counts = torch.zeros(tokens.size(0), vocab_size, dtype=torch.float32, device=tokens.device)  # (B, V)
     return counts.scatter_add_(1, tokens, mask.to(torch.float32))
     ### END SOLUTION
@@ -142,11 +135,9 @@ def repetition_penalty(logits: torch.Tensor, tokens: torch.Tensor, penalty: floa
     (prompt and generated tokens alike), a positive logit is divided by `penalty` and a negative one multiplied
     by it, so with penalty > 1 a seen token always becomes less likely. Each id is penalized once, however
     often it occurs. Positions where `mask` is 0 are padding and do not count (see `token_counts`).
-
-    Check it first: `check("repetition_penalty", penalty)` (a finite number > 0; 1 changes nothing).
     """
-    ### BEGIN SOLUTION
     check("repetition_penalty", penalty)
+    ### BEGIN SOLUTION
     seen = token_counts(tokens, logits.size(-1), mask) > 0  # (B, V)
     penalized = torch.where(logits < 0, logits * penalty, logits / penalty)
     return torch.where(seen, penalized, logits)
@@ -157,14 +148,11 @@ def presence_frequency_penalty(logits: torch.Tensor, tokens: torch.Tensor, prese
                                mask: torch.Tensor | None = None) -> torch.Tensor:
     """The OpenAI API's penalties: logit[j] - frequency * count[j] - presence * (count[j] > 0), where count[j]
     is how often token j occurs in `tokens` (B, T). The caller passes the *generated* tokens only, as the API
-    counts them. Padding (mask 0) does not count.
-
-    Check both first (`check("presence_penalty", ...)`, `check("frequency_penalty", ...)`): the API allows
-    [-2, 2], and negative values encourage repetition.
+    counts them. Padding (mask 0) does not count. The API allows [-2, 2]; negative values encourage repetition.
     """
-    ### BEGIN SOLUTION
     check("presence_penalty", presence)
     check("frequency_penalty", frequency)
+    ### BEGIN SOLUTION
     counts = token_counts(tokens, logits.size(-1), mask).to(logits.dtype)  # (B, V)
     return logits - frequency * counts - presence * (counts > 0).to(logits.dtype)
     ### END SOLUTION

@@ -6,8 +6,7 @@ your `generate`. With milestone 05's `cpu-shakespeare` checkpoint (trained first
     next-token distributions   the probabilities after temperature, top-k and top-p, for one prompt
     repetition                 distinct-n and repeated n-grams in 200 generated tokens, per penalty, over prompts
 
-and writes results.json, results.md (tables and samples side by side), distributions.png and penalties.png into
-the output folder, atomically.
+and writes results.json, results.md, distributions.png and penalties.png into the output folder, atomically.
 """
 
 from __future__ import annotations
@@ -95,14 +94,10 @@ def penalty_samples(gen: LoadedModel, prompts: list[str] = PROMPTS, new_tokens: 
 
 def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) -> list[Path]:
     """distributions.png (one bar chart per warper) and penalties.png (distinct-2 and repeated-3 per setting)."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: a notebook keeps its backend
 
-    save_figure = dependency("02", "train").save_figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), sharey=True)
+    fig = Figure(figsize=(13, 6.5))
+    axes = fig.subplots(2, 3, sharey=True)
     model = next(iter(distributions.values()))["probs"]
     for ax, (label, row) in zip(axes.flat, distributions.items(), strict=True):
         names = [repr(t)[1:-1] for t in row["tokens"]]
@@ -114,8 +109,9 @@ def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) 
     axes[1, 0].set_ylabel("probability of the next token")
     fig.suptitle(f"Next token after {PROMPT!r}: what temperature, top-k and top-p keep", fontsize=11)
     paths = [out / "distributions.png", out / "penalties.png"]
-    save_figure(fig, paths[0])  # milestone 02's: atomic
-    fig, ax = plt.subplots(figsize=(9, 4))
+    _save(fig, paths[0])
+    fig = Figure(figsize=(9, 4))
+    ax = fig.subplots()
     labels = list(penalties)
     x = range(len(labels))
     ax.bar([i - 0.2 for i in x], [penalties[k]["distinct-2"] for k in labels], 0.4, label="distinct-2 (higher: varied)")
@@ -125,8 +121,16 @@ def plot(distributions: dict[str, dict], penalties: dict[str, dict], out: Path) 
     ax.set_ylim(0, 1.2)
     ax.legend(fontsize=8, ncol=2, loc="upper center")
     ax.set_title(f"Repetition in {NEW_TOKENS} generated tokens, mean over {len(PROMPTS)} prompts", fontsize=11)
-    save_figure(fig, paths[1])
+    _save(fig, paths[1])
     return paths
+
+
+def _save(fig, path: Path) -> None:
+    """Save a figure atomically: a temporary file, then a rename."""
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
 
 
 def table(distributions: dict[str, dict], penalties: dict[str, dict], name: str) -> str:

@@ -1,23 +1,12 @@
 """Milestone 06: generating text with a GPT, greedy or sampled, token for token as Hugging Face's `generate`.
 
-    python milestones/06/sampling.py generate runs/05/cpu-shakespeare/last.pt --prompt "ROMEO:" --top-p 0.9
-    python milestones/06/sampling.py generate runs/02/cpu-small/best.pt --prompt "ROMEO:" --greedy
-    python milestones/06/sampling.py results        # the results page in milestones/06/results/
-
-`generate` is the loop every language model runs at inference time: feed the tokens so far, take the logits
-of the last position, turn them into a choice, append it, repeat. Without a cache (milestone 07 adds one),
-each step runs the whole context again. The choice goes through `process_logits`, Hugging Face's order:
-
-    repetition penalty -> presence/frequency penalties -> temperature -> top-k -> top-p -> softmax -> draw
-
-Penalties apply in greedy decoding too; temperature, top-k and top-p only when sampling (`do_sample=True`).
-The random draw is given code (`draw`): it calls `torch.multinomial` exactly as Hugging Face does, so the
-seeded tests compare your choices of tokens, never your choice of random function.
-
-Shapes in the comments: B batch, T tokens so far, V vocabulary.
-
     task06_1  generate (greedy; the loop, the context crop, end-of-text)
-    task06_4  process_logits, sample_next_token (the sampler)
+    task06_4  process_logits, sample_next_token (penalties, temperature, top-k, top-p, then a seeded draw)
+
+The random draw (`draw`), the settings (`SamplingConfig`), the argument checks and `last_position_only` are
+given; README.md explains each. Shapes: B batch, T tokens so far, V vocabulary. Once written:
+
+    python milestones/06/sampling.py generate runs/05/cpu-shakespeare/last.pt --prompt "ROMEO:" --top-p 0.9
 """
 
 from __future__ import annotations
@@ -122,28 +111,17 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sam
              generator: Generators = None) -> torch.Tensor:
     """Continue each row of idx (B, T) by up to max_new_tokens tokens; returns (B, T + n) with n <= max_new_tokens.
 
-    `model(ids)` returns (logits, loss) as the GPTs of milestones 02 and 05 do, and `model.config.block_size` is
-    the longest context it takes. The settings are SamplingConfig's; `generator` is `draw`'s.
-
-    1. Check the input: idx must be a 2-D tensor of int64 ids with at least one token per row (ValueError
-       naming `idx` otherwise: an empty prompt has no last token to continue) and max_new_tokens an int >= 0
-       (ValueError naming `max_new_tokens`). Then build the SamplingConfig, which checks the rest.
-    2. Inside `with last_position_only(model):`, each step: crop the context to the last block_size tokens;
-       take the logits of its last position as float32 (B, V); if `config.changes_logits`, pass
-       them through `process_logits` (with the prompt's length and the mask of real tokens); then pick
-       `sample_next_token` when sampling, else the argmax (greedy). Append the picks.
-    3. End of text: once a row has produced `eos_token_id`, every later token of that row is `pad_token_id`
-       (by default the eos id itself) and is masked as padding. Stop early when every row has finished.
+    `model(ids)` returns (logits, loss); `model.config.block_size` is the longest context it takes. Each step,
+    inside `with last_position_only(model):`: crop the context to the last block_size tokens; take the last
+    position's logits as float32 (B, V); if `config.changes_logits`, pass them through `process_logits` (with
+    the prompt's length and the mask of real tokens); pick `sample_next_token` when sampling, else the argmax.
+    Once a row has produced `eos_token_id`, its later tokens are `pad_token_id` (by default the eos id), masked
+    as padding; stop when every row has finished. The checks of the arguments are given (README.md, "generate").
     """
-    ### BEGIN SOLUTION
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
-        raise ValueError(f"idx must be a (B, T) tensor of int64 token ids, got {_describe(idx)}")
-    if idx.size(0) == 0 or idx.size(1) == 0:
-        raise ValueError(f"idx is an empty prompt of shape {tuple(idx.shape)}: each row needs at least one token")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    check_prompt(idx, max_new_tokens)
     config = SamplingConfig(do_sample, temperature, top_k, top_p, min_tokens_to_keep, repetition_penalty,
                             presence_penalty, frequency_penalty)
+    ### BEGIN SOLUTION
     if pad_token_id is None:
         pad_token_id = eos_token_id
     block_size = model.config.block_size
@@ -166,6 +144,17 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, do_sam
                     break
     return idx
     ### END SOLUTION
+
+
+def check_prompt(idx: object, max_new_tokens: object) -> None:
+    """Raise ValueError naming `idx` unless it is a (B, T) int64 tensor with at least one token per row (an empty
+    prompt has no last token to continue), or naming `max_new_tokens` unless it is an int >= 0 (given code)."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
+        raise ValueError(f"idx must be a (B, T) tensor of int64 token ids, got {_describe(idx)}")
+    if idx.size(0) == 0 or idx.size(1) == 0:
+        raise ValueError(f"idx is an empty prompt of shape {tuple(idx.shape)}: each row needs at least one token")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
 
 
 def _describe(value: object) -> str:

@@ -166,6 +166,9 @@ def test_train_val_split_rejects_impossible_splits(bigram):
         bigram.train_val_split(torch.zeros(4, 4, dtype=torch.long))
     with must_raise(ValueError, "train_val_split", "when the training part would be empty (1 id at 0.5)"):
         bigram.train_val_split(torch.arange(1), train_fraction=0.5)
+    train_data, val_data = bigram.train_val_split(torch.arange(2), train_fraction=0.5)  # the smallest split
+    assert train_data.tolist() == [0] and val_data.tolist() == [1], (
+        "train_val_split: 2 ids at train_fraction=0.5 split into one train id and one validation id")
 
 
 @pytest.mark.task01_1
@@ -301,6 +304,8 @@ def test_smoothing_rejects_impossible_k(bigram):
         bigram.bigram_probabilities(counts, k=-1.0)
     with must_raise(ValueError, "bigram_probabilities", "for k=0 when a row has no counts (its P would be 0/0)"):
         bigram.bigram_probabilities(counts, k=0.0)
+    torch.testing.assert_close(bigram.bigram_probabilities(counts, k=0.5), torch.tensor([[0.5, 0.5], [0.5, 0.5]]),
+                               msg="bigram_probabilities: with k > 0 a row without counts is uniform")
 
 
 @pytest.mark.task01_2
