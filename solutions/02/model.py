@@ -1,9 +1,6 @@
 """Milestone 02, part 1: a character-level GPT, built one piece at a time.
 
-Milestone 01 predicted the next character from the current one alone. Here each position looks back at
-every earlier position through self-attention, and the validation loss on TinyShakespeare falls from 2.47
-to about 2.07 at the small ablation size, and below 1.89 at `cpu-small` (see README.md). The pieces, in
-the order you write them:
+Each position looks back at every earlier position through self-attention. The pieces, in order:
 
     task02_1  causal_self_attention, Head                one head of self-attention
     task02_2  MultiHeadAttention                         several heads side by side, and a projection
@@ -11,9 +8,8 @@ the order you write them:
     task02_4  LayerNorm, Block                           normalisation from scratch; residual connections
     task02_5  GPT.forward, GPT.generate                  the whole language model
 
-Shapes in the comments: B batch, T time (positions), C channels (n_embd), nh heads, hs head size (C // nh),
-V vocabulary. Check your work with `pytest milestones/02 -m task02_1` (and so on); the training loop,
-AdamW and the presets are in train.py.
+Shapes: B batch, T time, C channels (n_embd), nh heads, hs head size (C // nh), V vocabulary. Check one
+function with `pytest milestones/02 -k head_forward`, a task with `-m task02_1` (README.md has the loop).
 """
 
 from __future__ import annotations
@@ -32,16 +28,12 @@ from torch.nn import functional as F
 def causal_self_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
     """Scaled dot-product attention in which position t attends only to positions 0..t.
 
-    q, k, v: (..., T, hs), any number of leading dimensions (B, or B and nh). Returns (..., T, hs):
+    q, k, v: (..., T, hs), any leading dimensions (B, or B and nh). Returns (..., T, hs):
 
         scores  = q @ k^T / sqrt(hs)                     (..., T, T), how much t "asks for" each position
         scores[..., t, s] = -inf wherever s > t          the future is masked out
-        weights = softmax(scores, dim=-1)                each row sums to 1
-        weights = dropout(weights) when dropout > 0      (F.dropout, training=True)
-        out     = weights @ v
-
-    With dropout == 0 it equals F.scaled_dot_product_attention(q, k, v, is_causal=True), which the tests
-    check. Callers pass dropout=0.0 in eval mode.
+        weights = softmax(scores, dim=-1), then F.dropout(weights, dropout, training=True) if dropout > 0
+        out     = weights @ v                            with dropout 0: F.scaled_dot_product_attention
     """
     ### BEGIN SOLUTION
     T, hs = q.shape[-2], q.shape[-1]
@@ -177,7 +169,7 @@ class Block(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, dropout: float = 0.0, layer_norm: bool = True) -> None:
         super().__init__()
-        # layer_norm=False gives the "residual, no LayerNorm" row of the ablation table (see train.py).
+        # layer_norm=False gives the "residual, no LayerNorm" row of the ablation table (see presets.py).
         self.ln1 = LayerNorm(n_embd) if layer_norm else nn.Identity()
         self.sa = MultiHeadAttention(n_embd, n_head, dropout)
         self.ln2 = LayerNorm(n_embd) if layer_norm else nn.Identity()
@@ -196,6 +188,14 @@ class Block(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------
 # task02_5: the language model
+
+
+def check_generate_args(max_new_tokens: int, temperature: float) -> None:
+    """Given: a ValueError for a temperature <= 0 or a negative number of tokens."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
 
 
 @dataclass
@@ -235,18 +235,23 @@ class GPT(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def _check_length(self, idx: torch.Tensor) -> None:
+        """Given: a ValueError naming block_size for a sequence longer than the position embeddings reach."""
+        T = idx.shape[-1]
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of length {T} is longer than block_size={self.config.block_size}")
+
     def forward(self, idx: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx: (B, T) int64 ids with T <= block_size. Returns (logits (B, T, V), loss or None).
 
         x = token_embedding_table(idx) + position_embedding_table(positions 0..T-1); then the blocks,
         ln_f and lm_head. The loss is F.cross_entropy over all B*T positions, as in milestone 01.
-        Raises ValueError when T > block_size (there is no position embedding for it).
+        (A T > block_size has no position embedding: the given check refuses it.)
         """
+        self._check_length(idx)
         ### BEGIN SOLUTION
         B, T = idx.shape
-        if T > self.config.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size={self.config.block_size}")
         pos = torch.arange(T, device=idx.device)  # (T,)
         x = self.token_embedding_table(idx) + self.position_embedding_table(pos)  # (B, T, C)
         x = self.ln_f(self.blocks(x))  # (B, T, C)
@@ -264,14 +269,10 @@ class GPT(nn.Module):
 
         At each step: feed the last block_size ids (the model has no position embedding beyond that, so
         crop the context), take the logits of the last position, divide by `temperature`, softmax, and
-        draw one id with torch.multinomial(probs, num_samples=1, generator=generator). Raises ValueError
-        when temperature <= 0 or max_new_tokens < 0.
+        draw one id with torch.multinomial(probs, num_samples=1, generator=generator), and append it.
         """
+        check_generate_args(max_new_tokens, temperature)
         ### BEGIN SOLUTION
-        if temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
-        if max_new_tokens < 0:
-            raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         for _ in range(max_new_tokens):
             context = idx[:, -self.config.block_size:]  # (B, <= block_size)
             logits, _ = self(context)

@@ -1,4 +1,4 @@
-"""Hidden tests for milestone 02, train.py (tasks 02_6 and 02_7): 35 of the milestone's 100 points.
+"""Hidden tests for milestone 02, optim.py and train.py (tasks 02_6 and 02_7): 35 of the milestone's 100 points.
 
 References: torch.optim.AdamW, torch.optim.lr_scheduler.CosineAnnealingLR, torch.nn.utils.clip_grad_norm_,
 the mean of F.cross_entropy, and the learner's own uninterrupted run (a resumed or killed-and-resumed run must
@@ -27,6 +27,9 @@ from llmfs.loader import implementation_root, load_module
 from llmfs.testing import implementation_fixture, raise_if_stub, record_threshold, thresholds
 
 model = implementation_fixture("02", "model")
+optim = implementation_fixture("02", "optim")
+presets = implementation_fixture("02", "presets")
+logs = implementation_fixture("02", "logs")
 train = implementation_fixture("02", "train")
 builtin = load_module(Path(__file__).resolve().parents[1], "02", "builtin_gpt")
 LIMITS = thresholds("02")
@@ -62,12 +65,12 @@ def run_steps(gpt, optimizer, steps: int, seed: int = 1) -> None:
 
 @pytest.mark.task02_6
 @pytest.mark.points(5)
-def test_adamw_matches_torch_after_20_steps(model, train):
+def test_adamw_matches_torch_after_20_steps(model, presets, optim):
     """Parameters equal torch.optim.AdamW's after 20 steps: two groups (decay and none), betas, eps, weight decay"""
     ours, theirs = tiny_gpt(model), tiny_gpt(model)
     settings = {"lr": 3e-3, "betas": (0.8, 0.95), "eps": 1e-6}
-    opt = train.AdamW(train.param_groups(ours, 0.1), **settings)
-    ref = torch.optim.AdamW(train.param_groups(theirs, 0.1), **settings, foreach=False)
+    opt = optim.AdamW(presets.param_groups(ours, 0.1), **settings)
+    ref = torch.optim.AdamW(presets.param_groups(theirs, 0.1), **settings, foreach=False)
     run_steps(ours, opt, 20)
     run_steps(theirs, ref, 20)
     decays = {id(p): group["weight_decay"] for group in ref.param_groups for p in group["params"]}
@@ -82,19 +85,19 @@ def test_adamw_matches_torch_after_20_steps(model, train):
 
 @pytest.mark.task02_6
 @pytest.mark.points(2)
-def test_adamw_state_survives_a_state_dict_round_trip(model, train):
+def test_adamw_state_survives_a_state_dict_round_trip(model, optim):
     """10 steps, state_dict into a fresh optimizer, 10 more == 20 uninterrupted steps (checkpoints rely on it)"""
     straight = tiny_gpt(model)
-    opt = train.AdamW(straight.parameters(), lr=1e-2, weight_decay=0.05)
+    opt = optim.AdamW(straight.parameters(), lr=1e-2, weight_decay=0.05)
     run_steps(straight, opt, 20)
     split = tiny_gpt(model)
-    first = train.AdamW(split.parameters(), lr=1e-2, weight_decay=0.05)
+    first = optim.AdamW(split.parameters(), lr=1e-2, weight_decay=0.05)
     run_steps(split, first, 10)
-    second = train.AdamW(split.parameters(), lr=1e-2, weight_decay=0.05)
+    second = optim.AdamW(split.parameters(), lr=1e-2, weight_decay=0.05)
     second.load_state_dict(first.state_dict())
     run_steps(split, second, 10, seed=2)
     again = tiny_gpt(model)
-    reference = train.AdamW(again.parameters(), lr=1e-2, weight_decay=0.05)
+    reference = optim.AdamW(again.parameters(), lr=1e-2, weight_decay=0.05)
     run_steps(again, reference, 10)
     run_steps(again, reference, 10, seed=2)
     for a, b in zip(split.parameters(), again.parameters(), strict=True):
@@ -106,32 +109,32 @@ def test_adamw_state_survives_a_state_dict_round_trip(model, train):
 
 @pytest.mark.task02_6
 @pytest.mark.points(4)
-def test_learning_rate_schedule(train):
+def test_learning_rate_schedule(optim):
     """Linear warmup to max_lr, then the curve of torch's CosineAnnealingLR, then min_lr"""
     kw = {"max_lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 10, "lr_decay_iters": 110}
     for step in range(10):
-        assert train.get_lr(step, **kw) == pytest.approx(1e-3 * (step + 1) / 11, rel=1e-12), (
+        assert optim.get_lr(step, **kw) == pytest.approx(1e-3 * (step + 1) / 11, rel=1e-12), (
             f"get_lr({step}) in the warmup must be max_lr * (step + 1) / (warmup_iters + 1)")
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.SGD([param], lr=1e-3)
     cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=100, eta_min=1e-4)
     for t in range(101):
-        assert train.get_lr(10 + t, **kw) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-15), (
+        assert optim.get_lr(10 + t, **kw) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9, abs=1e-15), (
             f"get_lr({10 + t}) must follow the cosine from max_lr at warmup_iters=10 down to min_lr at "
             "lr_decay_iters=110: r = (step - warmup_iters) / (lr_decay_iters - warmup_iters)")
         optimizer.step()
         cosine.step()
-    assert train.get_lr(111, **kw) == train.get_lr(10_000, **kw) == pytest.approx(1e-4), (
+    assert optim.get_lr(111, **kw) == optim.get_lr(10_000, **kw) == pytest.approx(1e-4), (
         "get_lr after lr_decay_iters must stay at min_lr")
     with pytest.raises(ValueError):
-        train.get_lr(-1, **kw)
+        optim.get_lr(-1, **kw)
     with pytest.raises(ValueError):
-        train.get_lr(5, max_lr=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=10)
+        optim.get_lr(5, max_lr=1e-3, min_lr=1e-4, warmup_iters=10, lr_decay_iters=10)
 
 
 @pytest.mark.task02_6
 @pytest.mark.points(4)
-def test_clip_grad_norm_matches_torch(model, train):
+def test_clip_grad_norm_matches_torch(model, optim):
     """Same total norm and same clipped gradients as torch.nn.utils.clip_grad_norm_, above and below the limit"""
     for max_norm in (0.05, 1e6):
         ours, theirs = tiny_gpt(model), tiny_gpt(model)
@@ -140,7 +143,7 @@ def test_clip_grad_norm_matches_torch(model, train):
             gpt(idx, idx)[1].backward()
         ours.lm_head.bias.grad = None  # a parameter without a gradient is skipped
         theirs.lm_head.bias.grad = None
-        norm = train.clip_grad_norm(ours.parameters(), max_norm)
+        norm = optim.clip_grad_norm(ours.parameters(), max_norm)
         expected = torch.nn.utils.clip_grad_norm_(theirs.parameters(), max_norm)
         assert norm == pytest.approx(expected.item(), rel=1e-6), (
             f"clip_grad_norm(max_norm={max_norm}) must return the global norm before clipping, sqrt of the sum of "
@@ -151,7 +154,7 @@ def test_clip_grad_norm_matches_torch(model, train):
                              "from clip_grad_norm_'s: scale every gradient by the same max_norm / (global norm "
                              "+ 1e-6), only when the global norm is above max_norm", rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError):
-        train.clip_grad_norm(ours.parameters(), 0.0)
+        optim.clip_grad_norm(ours.parameters(), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------- task02_7
@@ -204,19 +207,19 @@ def test_save_checkpoint_is_atomic(train, tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(train, text, tmp_path_factory):
+def tiny_run(presets, train, text, tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
-    return out, train.train(train.PRESETS["tiny"], text, out, progress=False)
+    return out, train.train(presets.PRESETS["tiny"], text, out, progress=False)
 
 
 @pytest.mark.task02_7
 @pytest.mark.points(2)
-def test_training_learns_and_writes_its_outputs(train, tiny_run):
+def test_training_learns_and_writes_its_outputs(logs, presets, train, tiny_run):
     """The tiny preset lowers validation loss from ln(65) and writes checkpoints, losses.csv, loss.png, results.json"""
     out, results = tiny_run
-    config = train.PRESETS["tiny"]
+    config = presets.PRESETS["tiny"]
     assert {p.name for p in out.iterdir()} >= {"best.pt", "last.pt", "losses.csv", "loss.png", "results.json"}
-    rows = train.read_log(out / "losses.csv")
+    rows = logs.read_log(out / "losses.csv")
     assert [int(r["step"]) for r in rows] == list(range(config.max_iters + 1))
     evals = [float(r["eval_val"]) for r in rows if r["eval_val"]]
     assert len(evals) == config.max_iters // config.eval_interval + 1
@@ -236,7 +239,7 @@ def documented_lr(step: int, config) -> float:
     return config.min_lr + (config.learning_rate - config.min_lr) * 0.5 * (1.0 + math.cos(math.pi * ratio))
 
 
-def documented_losses(train, config, text: str, *, clip: bool = True, schedule: bool = True,
+def documented_losses(train, presets, config, text: str, *, clip: bool = True, schedule: bool = True,
                       zero_grad: bool = True) -> list[float]:
     """The training loss of each step of the loop train()'s docstring describes, written with torch.optim.AdamW and
     clip_grad_norm_; each flag set to False leaves out one part, to name the part a learner's loop lacks."""
@@ -244,8 +247,8 @@ def documented_losses(train, config, text: str, *, clip: bool = True, schedule: 
     tokenizer = bigram.CharTokenizer(text)
     train_ids, _ = bigram.train_val_split(torch.tensor(tokenizer.encode(text), dtype=torch.long))
     torch.manual_seed(config.seed)
-    gpt = train.build_model(config, tokenizer.vocab_size).train()
-    optimizer = torch.optim.AdamW(train.param_groups(gpt, config.weight_decay), lr=config.learning_rate,
+    gpt = presets.build_model(config, tokenizer.vocab_size).train()
+    optimizer = torch.optim.AdamW(presets.param_groups(gpt, config.weight_decay), lr=config.learning_rate,
                                   betas=(config.beta1, config.beta2), foreach=False)
     batches = torch.Generator().manual_seed(config.seed)
     losses = []
@@ -277,17 +280,17 @@ LOOP_MISTAKES = {
 
 @pytest.mark.task02_7
 @pytest.mark.points(5)
-def test_training_steps_follow_the_documented_loop(train, text, tmp_path):
+def test_training_steps_follow_the_documented_loop(logs, presets, train, text, tmp_path):
     """Each logged step's lr and loss equal a loop written here with torch.optim.AdamW and clip_grad_norm_ (lr from the
     schedule on every param group, zero_grad, backward, clipping, step), with dropout on: an evaluation that draws
     dropout masks, or leaves the model in eval mode, changes the losses too"""
-    config = replace(train.PRESETS["tiny"], max_iters=10, eval_interval=5, eval_iters=2, dropout=0.1)
+    config = replace(presets.PRESETS["tiny"], max_iters=10, eval_interval=5, eval_iters=2, dropout=0.1)
     text = text[:200_000]
     train.train(config, text, tmp_path, progress=False)
-    rows = train.read_log(tmp_path / "losses.csv")[:config.max_iters]
+    rows = logs.read_log(tmp_path / "losses.csv")[:config.max_iters]
     assert [float(r["lr"]) for r in rows] == pytest.approx([documented_lr(s, config) for s in range(10)], rel=1e-5), (
         "train: the lr column must hold get_lr(step) of each step")
-    losses, expected = [float(r["loss"]) for r in rows], documented_losses(train, config, text)
+    losses, expected = [float(r["loss"]) for r in rows], documented_losses(train, presets, config, text)
     assert losses[0] == pytest.approx(expected[0], abs=2e-5), (
         f"train: step 0's loss (before any update) is {losses[0]}, the documented loop's {expected[0]:.6f}: seed with "
         "config.seed before build_model, draw batches with bigram.get_batch(train ids, ..., batch_generator), train "
@@ -295,7 +298,7 @@ def test_training_steps_follow_the_documented_loop(train, text, tmp_path):
     if losses != pytest.approx(expected, abs=2e-5):
         step = next(s for s, (a, e) in enumerate(zip(losses, expected, strict=True)) if a != pytest.approx(e, abs=2e-5))
         mistake = next((what for what, flags in LOOP_MISTAKES.items()
-                        if losses == pytest.approx(documented_losses(train, config, text, **flags), abs=2e-5)),
+                        if losses == pytest.approx(documented_losses(train, presets, config, text, **flags), abs=2e-5)),
                        "set get_lr(step) as every param group's lr, zero_grad, backward, clip_grad_norm when "
                        "grad_clip > 0, optimizer.step()")
         pytest.fail(f"train: the loss of step {step} is {losses[step]}, the documented loop's {expected[step]:.6f}: "
@@ -304,15 +307,15 @@ def test_training_steps_follow_the_documented_loop(train, text, tmp_path):
 
 @pytest.mark.task02_7
 @pytest.mark.points(4)
-def test_resumed_run_continues_bit_for_bit(train, text, tmp_path):
+def test_resumed_run_continues_bit_for_bit(logs, presets, train, text, tmp_path):
     """Stopping at step 30 and resuming to 60 gives exactly the losses of the uninterrupted run; a changed
     config is refused"""
-    config = replace(train.PRESETS["tiny"], dropout=0.1)  # dropout: the RNG state must be restored too
+    config = replace(presets.PRESETS["tiny"], dropout=0.1)  # dropout: the RNG state must be restored too
     straight = train.train(config, text, tmp_path / "straight", progress=False)
     train.train(replace(config, max_iters=30), text, tmp_path / "split", progress=False)
     resumed = train.train(config, text, tmp_path / "split", resume=True, progress=False)
-    rows = {r["step"]: r for r in train.read_log(tmp_path / "straight" / "losses.csv")}
-    again = {r["step"]: r for r in train.read_log(tmp_path / "split" / "losses.csv")}
+    rows = {r["step"]: r for r in logs.read_log(tmp_path / "straight" / "losses.csv")}
+    again = {r["step"]: r for r in logs.read_log(tmp_path / "split" / "losses.csv")}
     assert list(again) == list(rows), ("train(resume=True): losses.csv must hold every step 0..max_iters once; "
                                        "LossLog(path, start) keeps the rows before the step it resumes from")
     differ = [step for step in rows if again[step]["loss"] != rows[step]["loss"]]
@@ -325,7 +328,7 @@ def test_resumed_run_continues_bit_for_bit(train, text, tmp_path):
 
 @pytest.mark.task02_7
 @pytest.mark.points(2)
-def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
+def test_killed_run_resumes_to_the_same_losses(presets, train, text, tmp_path):
     """`train.py train` killed with SIGKILL mid-run, then run again with --resume, writes the uninterrupted
     run's losses.csv exactly, and `train.py sample` prints text from its checkpoint"""
     script = implementation_root() / "02" / "train.py"
@@ -348,7 +351,7 @@ def test_killed_run_resumes_to_the_same_losses(train, text, tmp_path):
     finished = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=120)
     raise_if_stub(finished.stderr)
     assert finished.returncode == 0, finished.stderr[-2000:]
-    straight = train.train(replace(train.PRESETS["tiny"], max_iters=steps), text, tmp_path / "straight",
+    straight = train.train(replace(presets.PRESETS["tiny"], max_iters=steps), text, tmp_path / "straight",
                            progress=False)
     assert (out / "losses.csv").read_text() == (tmp_path / "straight" / "losses.csv").read_text()
     assert train.load_checkpoint(out / "last.pt")["best_val"] == straight["best_val"]
@@ -373,23 +376,23 @@ def training_step(gpt, optimizer, clip, x, y) -> float:
 @pytest.mark.task02_7
 @pytest.mark.benchmark
 @pytest.mark.points(3)
-def test_training_step_speed_is_close_to_torch_builtins(model, train, benchmark, leaderboard):
+def test_training_step_speed_is_close_to_torch_builtins(model, presets, optim, benchmark, leaderboard):
     """A cpu-small training step (from-scratch attention, LayerNorm, AdamW, clipping) costs at most
     speed_ratio_max times the same step with scaled_dot_product_attention, nn.LayerNorm, torch.optim.AdamW and
     clip_grad_norm_ (interleaved, one thread, the median of 25 rounds)"""
-    config = train.PRESETS["cpu-small"]
+    config = presets.PRESETS["cpu-small"]
     torch.manual_seed(0)
     ours = model.GPT(model.GPTConfig(vocab_size=65, block_size=config.block_size, n_layer=config.n_layer,
                                      n_head=config.n_head, n_embd=config.n_embd))
     theirs = builtin.builtin_copy(ours)
-    our_opt = train.AdamW(train.param_groups(ours, 0.1), lr=1e-3, betas=(0.9, 0.99))
-    their_opt = torch.optim.AdamW(train.param_groups(theirs, 0.1), lr=1e-3, betas=(0.9, 0.99))
+    our_opt = optim.AdamW(presets.param_groups(ours, 0.1), lr=1e-3, betas=(0.9, 0.99))
+    their_opt = torch.optim.AdamW(presets.param_groups(theirs, 0.1), lr=1e-3, betas=(0.9, 0.99))
     g = torch.Generator().manual_seed(0)
     x, y = (torch.randint(65, (config.batch_size, config.block_size), generator=g) for _ in range(2))
     times: dict[str, list[float]] = {"scratch": [], "builtin": []}
 
     def both() -> None:
-        times["scratch"].append(training_step(ours, our_opt, train.clip_grad_norm, x, y))
+        times["scratch"].append(training_step(ours, our_opt, optim.clip_grad_norm, x, y))
         times["builtin"].append(training_step(theirs, their_opt, torch.nn.utils.clip_grad_norm_, x, y))
 
     threads = torch.get_num_threads()
