@@ -2,37 +2,24 @@
 
 A byte-level BPE tokenizer starts from the 256 possible bytes and learns merges: repeatedly, the most
 frequent adjacent pair of tokens in the training text becomes one new token. GPT-2 (and tiktoken's "gpt2"
-encoding) is exactly this with 50,000 merges. You write the trainer, the encoder and decoder, a readable file
-format, and a loader for OpenAI's own `encoder.json` + `vocab.bpe`; the tests then check your encoder against
-tiktoken on all of TinyShakespeare, and your trainer against the merges of Stanford CS336's reference.
-
-Rules that make the output exact (and identical to milestone 04's fast version):
-- Text is first split on special tokens (never merged across), then into pre-tokens with a regex; pairs are
-  counted inside pre-tokens only.
-- Pairs are counted with overlaps ("aaa" holds the pair (a, a) twice) and merged left to right.
-- Ties between equally frequent pairs go to the lexicographically greater pair of byte strings:
-  max over (count, left bytes, right bytes).
-- Ids: 0-255 are the bytes, then one id per merge in order, then the special tokens; special tokens count
-  toward `vocab_size`.
-
-Write the parts marked `# YOUR CODE HERE`; each docstring says exactly what must come out.
+encoding) is exactly this with 50,000 merges. The rules that make the output exact (special tokens, overlaps,
+ties, ids) are in milestones/03/README.md. Write the parts marked `# YOUR CODE HERE`, in this order:
 
     task03_1  split_on_special, pretokenize
     task03_2  count_pairs, merge_pair
     task03_3  train
-    task03_4  bytes_to_unicode, Tokenizer.save, Tokenizer.load, Tokenizer.from_gpt2_files
+    task03_4  (in bpe_files.py) bytes_to_unicode, save_tokenizer, load_tokenizer, read_gpt2_files
     task03_5  Tokenizer.encode_word, Tokenizer.encode_ordinary, Tokenizer.allowed_specials,
               Tokenizer.encode, Tokenizer.decode_bytes, Tokenizer.decode
 
-Check your work with `pytest milestones/03` (add `-m task03_1` for one task). Then train one:
-`python milestones/03/bpe.py --vocab-size 512 --out shakespeare.json` (a minute or two; milestone 04 makes it
-a fraction of a second).
+`pytest milestones/03 -k NAME` checks one function. After task03_5, train one:
+`python milestones/03/bpe.py --vocab-size 512 --out shakespeare.json` (a minute or two).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 import os
 import time
 from collections.abc import Iterable, Sequence
@@ -41,7 +28,10 @@ from pathlib import Path
 
 import regex
 
-from llmfs.fsutil import atomic_write_text
+if __package__:  # imported as part of the milestone (the tests do this)
+    from .bpe_files import bytes_to_unicode, load_tokenizer, read_gpt2_files, save_tokenizer  # noqa: F401
+else:  # run as a script, `python milestones/03/bpe.py`: this folder is on sys.path
+    from bpe_files import bytes_to_unicode, load_tokenizer, read_gpt2_files, save_tokenizer  # noqa: F401
 
 # GPT-2's pre-tokenizer (openai/gpt-2 encoder.py): contractions, optional space + letters, optional space +
 # digits, optional space + other symbols, whitespace not followed by a non-space, other whitespace.
@@ -50,12 +40,27 @@ GPT2_SPLIT_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p
 GPT4_SPLIT_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+"""
 )
-FORMAT = "llmfs-bpe"  # the "format" field of a saved tokenizer
 
 
 def _check_text(text: object, where: str) -> None:
     if not isinstance(text, str):
         raise TypeError(f"{where} needs a str, got {type(text).__name__}")
+
+
+def check_allowed_special(allowed_special: object, special_tokens: dict[str, int]) -> None:
+    """The errors of `Tokenizer.allowed_specials` for a bad `allowed_special`: a str other than "all", "none",
+    "none_raise" or a set naming a string that is not a special token raises ValueError; anything else TypeError."""
+    if isinstance(allowed_special, str):
+        if allowed_special not in ("all", "none", "none_raise"):
+            raise ValueError(f'allowed_special must be "all", "none", "none_raise" or a set of special tokens, '
+                             f"got {allowed_special!r}")
+    elif isinstance(allowed_special, (set, frozenset)):
+        unknown = set(allowed_special) - set(special_tokens)
+        if unknown:
+            raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
+                             f"tokenizer (it has {sorted(special_tokens)})")
+    else:
+        raise TypeError(f"allowed_special must be a str or a set, got {type(allowed_special).__name__}")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -150,19 +155,17 @@ def train(text: str, vocab_size: int, special_tokens: Sequence[str] = (),
           pattern: str = GPT2_SPLIT_PATTERN) -> Tokenizer:
     """Learn `vocab_size - 256 - len(special_tokens)` merges from `text` and return the Tokenizer.
 
-    1. Split `text` on the special tokens (`split_on_special`) and drop them; pre-tokenize the rest.
-    2. Turn each pre-token into its UTF-8 bytes: a list of ids 0-255.
-    3. For each new id 256, 257, ...: count the pairs over all pre-tokens, take the most frequent pair,
-       ties going to the greater `(vocab[a], vocab[b])`, record the merge, and apply it everywhere.
-       Stop early when no pair is left (the text is used up).
-    4. Give the special tokens the ids after the last merge, in the order given.
+    1. Split `text` on the special tokens and drop them; pre-tokenize the rest; each pre-token -> its UTF-8 bytes.
+    2. For each new id 256, 257, ...: count the pairs over all pre-tokens, take the most frequent pair, ties
+       going to the greater `(vocab[a], vocab[b])`, record the merge, and apply it everywhere. Stop early
+       when no pair is left (the text is used up).
+    3. Give the special tokens the ids after the last merge, in the order given.
 
-    The result: `Tokenizer(vocab, merges, special_ids, pattern)` where `vocab[i]` is token i's bytes and
-    `merges` lists `(vocab[a], vocab[b])` in the order learned. Bad arguments raise the errors of
-    `check_train_args` (call it first).
+    Return `Tokenizer(vocab, merges, special_ids, pattern)`: `vocab[i]` is token i's bytes and `merges` lists
+    `(vocab[a], vocab[b])` in the order learned.
     """
-    ### BEGIN SOLUTION
     check_train_args(text, vocab_size, special_tokens)
+    ### BEGIN SOLUTION
     vocab = {i: bytes([i]) for i in range(256)}
     words = [list(piece.encode("utf-8"))
              for part in split_on_special(text, special_tokens) if part not in special_tokens
@@ -182,24 +185,7 @@ def train(text: str, vocab_size: int, special_tokens: Sequence[str] = (),
 
 
 # ----------------------------------------------------------------------------------------------------
-# task03_4: a readable file format, and OpenAI's GPT-2 files
-
-
-def bytes_to_unicode() -> dict[int, str]:
-    """GPT-2's map from each byte 0-255 to a printable character, used in encoder.json and vocab.bpe.
-
-    The 188 bytes that print well keep their own character: "!" (33) to "~" (126), "¡" (161) to "¬" (172)
-    and "®" (174) to "ÿ" (255). The other 68 (control characters, space, 127-160, 173), in increasing
-    order, map to chr(256), chr(257), ...: so a space (32) is "Ġ" (chr(288)) and a newline (10) is "Ċ".
-    """
-    ### BEGIN SOLUTION
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    mapping = {b: chr(b) for b in printable}
-    for n, b in enumerate(b for b in range(256) if b not in mapping):
-        mapping[b] = chr(256 + n)
-    return dict(sorted(mapping.items()))
-    ### END SOLUTION
-
+# task03_5: the Tokenizer: encoding and decoding
 
 
 class Tokenizer:
@@ -233,96 +219,51 @@ class Tokenizer:
         return len(self.vocab) + len(self.special_tokens)
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the tokenizer as JSON that a person can read, atomically (`llmfs.fsutil.atomic_write_text`).
-
-        Tokens are written in GPT-2's printable form (`bytes_to_unicode`: "Ġthe" is " the"), like
-        vocab.bpe: {"format": "llmfs-bpe", "version": 1, "pattern": ..., "special_tokens": {str: id},
-        "vocab": {printable token: id}, "merges": ["Ġ t", "h e", ...]}.
-        """
-        ### BEGIN SOLUTION
-        printable = bytes_to_unicode()
-
-        def show(token: bytes) -> str:
-            return "".join(printable[b] for b in token)
-
-        document = {
-            "format": FORMAT, "version": 1, "pattern": self.pattern, "special_tokens": self.special_tokens,
-            "vocab": {show(token): i for i, token in sorted(self.vocab.items())},
-            "merges": [f"{show(a)} {show(b)}" for a, b in self.merges],
-        }
-        atomic_write_text(path, json.dumps(document, ensure_ascii=False, indent=1))
-        ### END SOLUTION
+        """Write the tokenizer as JSON that a person can read, atomically (bpe_files.save_tokenizer)."""
+        save_tokenizer(path, self.vocab, self.merges, self.special_tokens, self.pattern)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Tokenizer:
-        """Read a file written by `save`. A file of another format raises ValueError saying what it is not."""
-        ### BEGIN SOLUTION
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-        if not isinstance(document, dict) or document.get("format") != FORMAT:
-            raise ValueError(f"{path} is not a tokenizer saved by Tokenizer.save (no \"format\": \"{FORMAT}\")")
-        to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
-
-        def unshow(token: str) -> bytes:
-            return bytes(to_byte[ch] for ch in token)
-
-        vocab = {i: unshow(token) for token, i in document["vocab"].items()}
-        merges = [tuple(unshow(part) for part in line.split(" ")) for line in document["merges"]]
-        return cls(vocab, merges, document["special_tokens"], document["pattern"])
-        ### END SOLUTION
+        """Read a file written by `save` (bpe_files.load_tokenizer)."""
+        return cls(*load_tokenizer(path))
 
     @classmethod
     def from_gpt2_files(cls, encoder_json: str | os.PathLike[str], vocab_bpe: str | os.PathLike[str]) -> Tokenizer:
-        """GPT-2's tokenizer from OpenAI's files, with GPT-2's pattern.
+        """GPT-2's tokenizer from OpenAI's encoder.json and vocab.bpe (bpe_files.read_gpt2_files)."""
+        return cls(*read_gpt2_files(encoder_json, vocab_bpe), GPT2_SPLIT_PATTERN)
 
-        encoder.json maps printable tokens to ids (50,257 of them); "<|endoftext|>" (50256) becomes a
-        special token. vocab.bpe has a "#version" line, then one merge per line, "Ġ t", in rank order.
-        """
-        ### BEGIN SOLUTION
-        to_byte = {ch: b for b, ch in bytes_to_unicode().items()}
-
-        def unshow(token: str) -> bytes:
-            return bytes(to_byte[ch] for ch in token)
-
-        encoder = json.loads(Path(encoder_json).read_text(encoding="utf-8"))
-        specials = {"<|endoftext|>": encoder.pop("<|endoftext|>")} if "<|endoftext|>" in encoder else {}
-        vocab = {i: unshow(token) for token, i in encoder.items()}
-        lines = Path(vocab_bpe).read_text(encoding="utf-8").split("\n")
-        merges = [tuple(unshow(part) for part in line.split(" ")) for line in lines
-                  if line and not line.startswith("#version")]
-        return cls(vocab, merges, specials, GPT2_SPLIT_PATTERN)
-        ### END SOLUTION
-
-# ----------------------------------------------------------------------------------------------------
-# task03_5: encoding and decoding (the rest of the Tokenizer class)
+    def check_ids(self, ids: Iterable[int]) -> list[int]:
+        """`ids` as a list of ints; a non-integer raises TypeError, an id of no token ValueError naming it."""
+        checked = []
+        for i in ids:
+            if isinstance(i, bool) or not hasattr(i, "__index__"):
+                raise TypeError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
+            i = i.__index__()  # numpy and torch integer scalars too
+            if i not in self.vocab and i not in self.special_bytes:
+                raise ValueError(f"token id {i} is not in the vocabulary (ids run from 0 to {self.vocab_size - 1})")
+            checked.append(i)
+        return checked
 
     def encode_word(self, word: bytes) -> list[int]:
-        """The ids of one pre-token: start from its single bytes and keep merging the adjacent pair whose
-        merge came earliest in training (lowest rank), every occurrence at once, until no pair has a rank.
-        b"hello" with merges [(b"l", b"l"), (b"h", b"e"), (b"he", b"ll")] gives [id(b"hell"), id(b"o")]."""
+        """The ids of one pre-token: start from the ids of its single bytes and keep merging (`merge_pair`) the
+        adjacent pair whose merge came earliest in training (lowest `ranks[(vocab[a], vocab[b])]`) into the id
+        of its joined bytes, until no adjacent pair has a rank. b"hello" with merges
+        [(b"l", b"l"), (b"h", b"e"), (b"he", b"ll")] gives [id of b"hell", id of b"o"]."""
         ### BEGIN SOLUTION
-        parts = [bytes([b]) for b in word]
-        while len(parts) > 1:
-            pairs = set(pairwise(parts))
-            best = min(pairs, key=lambda p: self.ranks.get(p, float("inf")))
-            if best not in self.ranks:
+        ids = [self.token_ids[bytes([b])] for b in word]
+        while len(ids) > 1:
+            a, b = min(pairwise(ids), key=lambda p: self.ranks.get((self.vocab[p[0]], self.vocab[p[1]]), math.inf))
+            if (self.vocab[a], self.vocab[b]) not in self.ranks:
                 break
-            merged, i = [], 0
-            while i < len(parts):
-                if i + 1 < len(parts) and (parts[i], parts[i + 1]) == best:
-                    merged.append(parts[i] + parts[i + 1])
-                    i += 2
-                else:
-                    merged.append(parts[i])
-                    i += 1
-            parts = merged
-        return [self.token_ids[part] for part in parts]
+            ids = merge_pair(ids, (a, b), self.token_ids[self.vocab[a] + self.vocab[b]])
+        return ids
         ### END SOLUTION
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode `text` with no special tokens at all: pre-tokenize, then `encode_word` each pre-token's UTF-8
-        bytes. Raises TypeError for a non-str."""
-        ### BEGIN SOLUTION
+        bytes."""
         _check_text(text, "encode_ordinary")
+        ### BEGIN SOLUTION
         ids: list[int] = []
         for piece in pretokenize(text, self.pattern):
             ids.extend(self.encode_word(piece.encode("utf-8")))
@@ -334,27 +275,15 @@ class Tokenizer:
 
         "none_raise" (the default, like tiktoken): none are allowed, and a special token found in the text
         raises ValueError naming it. "all": every special token. "none": none; they are encoded as plain
-        text. A set of special-token strings: those; any other special token in the text raises ValueError.
-        A set naming a string that is not a special token raises ValueError; anything else TypeError.
+        text. A set of special tokens: those; any other special token in the text raises ValueError.
         """
+        check_allowed_special(allowed_special, self.special_tokens)
         ### BEGIN SOLUTION
-        if isinstance(allowed_special, str):
-            if allowed_special not in ("all", "none", "none_raise"):
-                raise ValueError(f'allowed_special must be "all", "none", "none_raise" or a set of special tokens, '
-                                 f"got {allowed_special!r}")
-            if allowed_special == "all":
-                return set(self.special_tokens)
-            if allowed_special == "none":
-                return set()
-            allowed: set[str] = set()
-        elif isinstance(allowed_special, (set, frozenset)):
-            unknown = set(allowed_special) - set(self.special_tokens)
-            if unknown:
-                raise ValueError(f"allowed_special names {sorted(unknown)}, which are not special tokens of this "
-                                 f"tokenizer (it has {sorted(self.special_tokens)})")
-            allowed = set(allowed_special)
-        else:
-            raise TypeError(f"allowed_special must be a str or a set, got {type(allowed_special).__name__}")
+        if allowed_special == "all":
+            return set(self.special_tokens)
+        if allowed_special == "none":
+            return set()
+        allowed = set() if allowed_special == "none_raise" else set(allowed_special)
         for token in self.special_tokens:
             if token not in allowed and token in text:
                 raise ValueError(f"the text contains the special token {token!r}, which is not allowed: pass "
@@ -366,8 +295,8 @@ class Tokenizer:
     def encode(self, text: str, allowed_special: str | set[str] | frozenset[str] = "none_raise") -> list[int]:
         """Encode `text` into ids, with the special tokens that `allowed_specials` allows as single ids and the
         text between them through `encode_ordinary`."""
-        ### BEGIN SOLUTION
         _check_text(text, "encode")
+        ### BEGIN SOLUTION
         allowed = self.allowed_specials(text, allowed_special)
         ids: list[int] = []
         for part in split_on_special(text, allowed):
@@ -379,23 +308,11 @@ class Tokenizer:
         ### END SOLUTION
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of the tokens `ids`, concatenated. An id that is not in the vocabulary (nor a special
-        token) raises ValueError naming it; a non-integer raises TypeError."""
+        """The bytes of the tokens `ids`, concatenated: an ordinary token's from `vocab`, a special token's from
+        `special_bytes`. (`check_ids` has made them a list of known ids.)"""
+        ids = self.check_ids(ids)
         ### BEGIN SOLUTION
-        parts = []
-        for i in ids:
-            if not isinstance(i, int) or isinstance(i, bool):
-                if hasattr(i, "__index__") and not isinstance(i, bool):  # numpy and torch integer scalars
-                    i = i.__index__()
-                else:
-                    raise TypeError(f"token ids must be ints, got {i!r} ({type(i).__name__})")
-            token = self.vocab.get(i)
-            if token is None:
-                token = self.special_bytes.get(i)
-            if token is None:
-                raise ValueError(f"token id {i} is not in the vocabulary (ids run from 0 to {self.vocab_size - 1})")
-            parts.append(token)
-        return b"".join(parts)
+        return b"".join(self.vocab[i] if i in self.vocab else self.special_bytes[i] for i in ids)
         ### END SOLUTION
 
     def decode(self, ids: Iterable[int]) -> str:

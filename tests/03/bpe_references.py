@@ -134,7 +134,8 @@ def property_settings(max_examples: int = 200) -> settings:
 
     derandomize seeds each test from a hash of its own code (so a grade does not depend on the day it runs) and
     database=None keeps no examples between runs (a failure found once is not replayed into the next grade, and
-    nothing is written beside the tests). No deadline: a grading machine may be slow.
+    nothing is written beside the tests). No deadline: a grading machine may be slow. report_multiple_bugs=False:
+    a wrong function shows one minimal example, not "Hypothesis found 2 distinct failures".
     """
     return settings(max_examples=max_examples, derandomize=True, database=None, deadline=None,
-                    suppress_health_check=[HealthCheck.function_scoped_fixture])
+                    report_multiple_bugs=False, suppress_health_check=[HealthCheck.function_scoped_fixture])
