@@ -1,251 +1,52 @@
-"""Milestone 04: byte-level BPE made fast, with exactly the output of milestone 03.
+"""Milestone 04: byte-level BPE made fast, with exactly the output of milestone 03. Nothing to write here.
 
-Milestone 03 recounts every pair of every pre-token for every merge, and re-runs the merge loop for every
-pre-token it encodes. That is clear and slow (about 10 s for 243 merges on a 133 KB corpus). The same
-tokenizer, fast, comes from four ideas:
+    pretokens.py  task04_1  count each distinct pre-token once, in parallel over chunks of a file
+    merges.py     task04_2  incremental pair counts and a heap with lazy invalidation: train, train_from_file
+    encoder.py    task04_3  FastTokenizer: tiktoken's merge loop on ints, a cache, streaming and batches
 
-1. Count each distinct pre-token once. Text is mostly repeats: TinyShakespeare's 298K pre-tokens are 15K
-   distinct words. Pre-tokenizing is the one pass over all the text, so it runs in worker processes over
-   chunks of the file, each cut where no pre-token can straddle the cut (memory stays bounded).
-2. Update pair counts incrementally. A merge of (a, b) only changes the words that contain (a, b): subtract
-   their old pairs, add their new ones. An index from pair to words finds them.
-3. Pick the best pair from a heap, not by scanning all pairs. Counts change all the time, so entries go
-   stale; instead of updating them in place, push a fresh entry and skip stale ones when popped ("lazy
-   invalidation"). The heap's order is the tie rule: highest count, then the greater pair of byte strings.
-4. Encode each distinct pre-token once (a cache), stream files with bounded memory, and batch across
-   processes.
-
-Write the parts marked `# YOUR CODE HERE`; each docstring says exactly what must come out.
-
-    task04_1  find_chunk_boundaries, count_pretokens, count_pretokens_in_file
-    task04_2  learn_merges, train, train_from_file
-    task04_3  FastTokenizer.encode_word, FastTokenizer.encode_ordinary, FastTokenizer.encode_iterable,
-              FastTokenizer.encode_batch
-
-Check your work with `pytest milestones/04`. Then: `python milestones/04/fastbpe.py train --vocab-size 1024`
-(under a second on TinyShakespeare), and `python milestones/04/fastbpe.py results` for the results table.
+This file gathers them (`fastbpe.train`, `fastbpe.FastTokenizer`, ...) and is the command line:
+`python milestones/04/fastbpe.py train --vocab-size 1024` once task04_2 is done (under a second on
+TinyShakespeare), and `python milestones/04/fastbpe.py results` for the results table once task04_3 is.
 """
 
 from __future__ import annotations
 
 import argparse
-import heapq
-import multiprocessing
-import os
 import time
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import nullcontext
-from itertools import chain, pairwise, repeat
 from pathlib import Path
-from typing import BinaryIO
-
-import regex
-from tqdm.auto import tqdm
 
 from llmfs.loader import dependency
 
-bpe = dependency("03", "bpe")  # your milestone 03: Tokenizer (save, load, decode), the patterns, the checks
-GPT2_SPLIT_PATTERN = bpe.GPT2_SPLIT_PATTERN
-CHUNK_BYTES = 8 << 20  # bytes of text one worker pre-tokenizes at a time
-NO_MERGE = 1 << 62  # the rank of a pair that has no merge (greater than every real rank)
+if __package__:  # imported as part of the milestone (later milestones and the tests do this)
+    from .encoder import NO_MERGE, FastTokenizer
+    from .merges import descending, learn_merges, merge_in_word, train, train_from_file
+    from .pretokens import (
+        CHUNK_BYTES,
+        GPT2_SPLIT_PATTERN,
+        count_pretokens,
+        count_pretokens_in_file,
+        default_workers,
+        find_chunk_boundaries,
+    )
+else:  # run as a script, `python milestones/04/fastbpe.py`: this folder is on sys.path
+    from encoder import NO_MERGE, FastTokenizer
+    from merges import descending, learn_merges, merge_in_word, train, train_from_file
+    from pretokens import (
+        CHUNK_BYTES,
+        GPT2_SPLIT_PATTERN,
+        count_pretokens,
+        count_pretokens_in_file,
+        default_workers,
+        find_chunk_boundaries,
+    )
 
+bpe = dependency("03", "bpe")  # your milestone 03
 
-def default_workers() -> int:
-    """The CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-# ----------------------------------------------------------------------------------------------------
-# task04_1: counting distinct pre-tokens, in parallel
-
-
-def find_chunk_boundaries(file: BinaryIO, n_chunks: int, special_tokens: Sequence[str] = (),
-                          window: int = 1 << 16) -> list[int]:
-    """Byte offsets [0, ..., file size] that cut `file` into about `n_chunks` pieces, each cut at a place
-    no pre-token crosses, so pre-tokenizing the pieces one by one gives the pre-tokens of the whole.
-
-    Aim at offsets size * i / n_chunks; from each, move forward to the first safe cut: the start of a
-    special token, or a space (b" ") right after a printable ASCII character (b"!" to b"~"). Letters,
-    digits and symbols all stop at a space and a space always starts a new pre-token, with GPT-2's and
-    GPT-4's patterns. (If a special token contains a space, cut only at special tokens.) Read `window`
-    bytes at a time; the offsets are increasing with no repeats; with no safe cut left, the last offset is
-    the file size.
-    """
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `find_chunk_boundaries` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def count_pretokens(text: str, special_tokens: Sequence[str] = (), pattern: str = GPT2_SPLIT_PATTERN) -> Counter[str]:
-    """How often each distinct pre-token occurs in `text`, special tokens removed first (never counted).
-
-    `count_pretokens("the cat<|endoftext|>the", ["<|endoftext|>"]) == Counter({"the": 2, " cat": 1})`.
-    """
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `count_pretokens` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def _count_file_range(job: tuple[str, int, int, tuple[str, ...], str]) -> Counter[str]:
-    """One worker's share: read bytes [start, end) of the file and count their pre-tokens."""
-    path, start, end, special_tokens, pattern = job
-    with open(path, "rb") as f:
-        f.seek(start)
-        data = f.read(end - start)
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path} is not UTF-8 text: bad byte at offset {start + e.start}") from None
-    return count_pretokens(text, special_tokens, pattern)
-
-
-def count_pretokens_in_file(path: str | os.PathLike[str], special_tokens: Sequence[str] = (),
-                            pattern: str = GPT2_SPLIT_PATTERN, workers: int | None = None,
-                            chunk_bytes: int = CHUNK_BYTES, progress: bool = False) -> Counter[str]:
-    """`count_pretokens` of a whole UTF-8 file, which may be far larger than memory allows as one str.
-
-    Cut the file with `find_chunk_boundaries` into chunks of about `chunk_bytes`, count each chunk in a pool
-    of `workers` processes (default: every core; 1 means no pool), and add up the counts as they arrive. At
-    any time each worker holds one chunk and the parent only the counts: memory does not grow with the file.
-    Use the "fork" start method: the workers inherit this module as loaded.
-    """
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `count_pretokens_in_file` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-# ----------------------------------------------------------------------------------------------------
-# task04_2: incremental merges picked from a heap
-
-
-def descending(token: bytes) -> tuple[int, ...]:
-    """A key that sorts byte strings in *decreasing* order, so a min-heap pops the greatest first:
-    each byte x becomes 255 - x, and a final 256 puts a string before the longer strings it begins."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `descending` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def merge_in_word(ids: list[int], a: int, b: int, new_id: int, n: int,
-                  delta: dict[tuple[int, int], int]) -> list[int] | None:
-    """Merge each (a, b) in `ids` into `new_id`, left to right, and add to `delta` how the counts of the
-    neighbouring pairs change, for a word that occurs `n` times. None if `ids` has no (a, b).
-
-    Only the pairs next to a merge change: in x a b y, (x, a) and (b, y) become (x, new) and (new, y).
-    The left neighbour is read from the merged output, so in a b a b the second merge turns the (new, a)
-    added by the first into (new, new).
-    """
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `merge_in_word` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def learn_merges(word_counts: Mapping[str, int], n_merges: int,
-                 progress: bool = False) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
-    """The vocabulary and merges that 03's `train` learns from pre-tokens with these counts, computed fast.
-
-    State: each distinct word as a list of ids with its count; `pair_counts` {pair: count over all words};
-    `where` {pair: indices of words that (may) contain it}; a heap of (-count, descending(left bytes),
-    descending(right bytes), a, b). For each merge: pop until an entry's count equals the pair's current
-    count (older entries are stale); `merge_in_word` every word `where` lists for the pair, adding those
-    words to `where` of their new pairs; apply the summed changes to `pair_counts` and push one fresh entry
-    for every pair whose count changed. Stop after `n_merges` or when no pair is left.
-    """
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `learn_merges` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def _tokenizer(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], special_tokens: Sequence[str],
-               pattern: str) -> FastTokenizer:
-    special_ids = {token: len(vocab) + i for i, token in enumerate(special_tokens)}
-    return FastTokenizer(vocab, merges, special_ids, pattern)
-
-
-def train(text: str, vocab_size: int, special_tokens: Sequence[str] = (), pattern: str = GPT2_SPLIT_PATTERN,
-          progress: bool = False) -> FastTokenizer:
-    """03's `train`, same arguments, same errors (`bpe.check_train_args`), same result, fast:
-    `count_pretokens`, then `learn_merges`, then special tokens after the merges."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `train` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-def train_from_file(path: str | os.PathLike[str], vocab_size: int, special_tokens: Sequence[str] = (),
-                    pattern: str = GPT2_SPLIT_PATTERN, workers: int | None = None,
-                    progress: bool = False) -> FastTokenizer:
-    """`train` on a UTF-8 file of any size: the same result as `train(open(path).read(), ...)`, with
-    `count_pretokens_in_file` doing the reading in parallel. A missing file raises FileNotFoundError."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 04: write `train_from_file` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-
-# ----------------------------------------------------------------------------------------------------
-# task04_3: fast encoding
-
-_BATCH_TOKENIZER: FastTokenizer | None = None  # the tokenizer encode_batch's forked workers use
-
-
-def _encode_many(job: tuple[list[str], str | frozenset[str]]) -> list[list[int]]:
-    texts, allowed_special = job
-    return [_BATCH_TOKENIZER.encode(text, allowed_special) for text in texts]
-
-
-class FastTokenizer(bpe.Tokenizer):
-    """03's Tokenizer (same vocab, merges, files, decode) with fast encoding.
-
-    `pair_ranks` {(id, id): rank} and `merged_ids` [id by rank] let `encode_word` work on ints; `cache`
-    {pre-token: ids} remembers every pre-token encoded so far, up to `cache_size` entries (then starts over).
-    """
-
-    def __init__(self, vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]],
-                 special_tokens: dict[str, int] | None = None, pattern: str = GPT2_SPLIT_PATTERN,
-                 cache_size: int = 200_000) -> None:
-        super().__init__(vocab, merges, special_tokens, pattern)
-        self.byte_ids = [self.token_ids[bytes([b])] for b in range(256)]
-        self.pair_ranks = {(self.token_ids[a], self.token_ids[b]): rank for rank, (a, b) in enumerate(self.merges)}
-        self.merged_ids = [self.token_ids[a + b] for a, b in self.merges]  # by rank
-        self.splitter = regex.compile(pattern)
-        self.cache: dict[str, list[int]] = {}
-        self.cache_size = cache_size
-
-    def encode_word(self, word: bytes) -> list[int]:
-        """03's `encode_word`, on ids and one merge at a time, as tiktoken does: keep `ranks[i]`, the rank of the
-        pair (ids[i], ids[i + 1]) (`NO_MERGE` if none); merge at the leftmost lowest rank, then recompute just
-        the two ranks next to it. The same result as merging every occurrence of the best pair at once."""
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_word` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-    def encode_ordinary(self, text: str) -> list[int]:
-        """03's `encode_ordinary`, with the work done once per *distinct* pre-token: pre-tokenize with the compiled
-        `splitter`, `encode_word` only the pre-tokens not in the `cache` yet, then look every pre-token up.
-
-        The cache holds at most `cache_size` pre-tokens: when the new ones would not fit, clear it first (and
-        if this one text has more distinct pre-tokens than that, use a dictionary for this call only).
-        Looping over 300K pre-tokens in Python costs as much as the regex; `set`, `map` and
-        `itertools.chain` do those loops in C.
-        """
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_ordinary` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-    def safe_cut(self, text: str, end: int) -> int:
-        """The last position p <= `end` where `text` may be cut without changing its encoding: a space right
-        after a printable ASCII character, not inside a special token; 0 when there is none."""
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 04: write `FastTokenizer.safe_cut` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-    def encode_iterable(self, chunks: Iterable[str], allowed_special: str | set[str] | frozenset[str] = "none_raise",
-                        buffer_chars: int = 1 << 16) -> Iterator[int]:
-        """Lazily yield the ids of the concatenated `chunks` (e.g. an open file's lines): exactly
-        `encode("".join(chunks))`, without ever holding the whole text.
-
-        Collect chunks until about `buffer_chars` characters are waiting, then encode up to the last
-        `safe_cut` that leaves the longest special token's length after it (so a special token split over two
-        chunks is seen whole) and keep the rest for later. Encode what is left at the end.
-        """
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_iterable` in milestones/04/fastbpe.py (see milestones/04/README.md)')
-
-    def encode_batch(self, texts: Sequence[str], allowed_special: str | set[str] | frozenset[str] = "none_raise",
-                     workers: int | None = None) -> list[list[int]]:
-        """`[encode(t) for t in texts]`, split across `workers` forked processes (default: every core) in
-        contiguous slices when there is enough text to pay for starting them (over 1 MB in all)."""
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_batch` in milestones/04/fastbpe.py (see milestones/04/README.md)')
+__all__ = [
+    "CHUNK_BYTES", "GPT2_SPLIT_PATTERN", "NO_MERGE", "FastTokenizer", "bpe", "count_pretokens",
+    "count_pretokens_in_file", "default_workers", "descending", "find_chunk_boundaries", "learn_merges",
+    "merge_in_word", "train", "train_from_file",
+]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,12 +1,11 @@
 """The results table of milestone 04: your tokenizers against GPT-2's, Hugging Face `tokenizers` and tiktoken.
 
 Nothing to write here: `python milestones/04/fastbpe.py results` calls `write_results` with your trainer.
-For each corpus it trains on the first 90% (cut at a line break) and measures on the rest:
+For each corpus it trains on the first 90% (cut at a line break), measures on the rest (see README.md):
 
     bytes per token   on the held-out 10%, for each vocabulary size and for GPT-2 (tiktoken's "gpt2")
     training time     your `train_from_file` and `tokenizers`' BpeTrainer, same data, same vocabulary size
-    encoding MB/s     your tokenizer (cold cache), the `tokenizers` one and tiktoken on the whole corpus, one
-                      thread, best of 3
+    encoding MB/s     yours (cold cache), `tokenizers` and tiktoken on the whole corpus, one thread, best of 3
 
 and writes results.json, results.md and bytes-per-token.png into the output folder (atomically).
 """
@@ -107,11 +106,10 @@ def table(rows: list[dict]) -> str:
 
 
 def plot(rows: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: a notebook's backend stays as it was
 
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), layout="tight")
+    ax = fig.subplots()
     for corpus in dict.fromkeys(r["corpus"] for r in rows):
         mine = [r for r in rows if r["corpus"] == corpus]
         sizes, ratios = [r["learned_vocab_size"] for r in mine], [r["bytes_per_token"] for r in mine]
@@ -122,11 +120,9 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.set_xlabel("vocabulary size learned (a small text runs out of pairs)")
     ax.set_ylabel("bytes per token, held-out 10% (higher is better)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
     with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as tmp:
         fig.savefig(tmp.name, dpi=120)
     Path(tmp.name).replace(path)
-    plt.close(fig)
 
 
 def write_results(train_from_file: Callable, corpora: Sequence[str],

@@ -1,0 +1,115 @@
+"""Milestone 04, task04_3: encode fast, with exactly 03's ids.
+
+tiktoken's merge loop on ints (one merge at a time, by rank), a cache so each distinct pre-token is encoded
+once, streaming over a file with bounded memory, and a process pool for batches.
+
+Write the parts marked `# YOUR CODE HERE`: FastTokenizer.encode_word, encode_ordinary, safe_cut,
+encode_iterable, encode_batch.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import chain, pairwise, repeat
+
+import regex
+
+from llmfs.loader import dependency
+
+if __package__:  # imported as part of the milestone (the tests do this)
+    from .pretokens import default_workers
+else:  # run as a script, `python milestones/04/fastbpe.py`: this folder is on sys.path
+    from pretokens import default_workers
+
+bpe = dependency("03", "bpe")  # your milestone 03: Tokenizer (save, load, decode, special-token rules)
+GPT2_SPLIT_PATTERN = bpe.GPT2_SPLIT_PATTERN
+NO_MERGE = 1 << 62  # the rank of a pair that has no merge (greater than every real rank)
+
+_BATCH_TOKENIZER: FastTokenizer | None = None  # the tokenizer encode_batch's forked workers use
+
+
+def _encode_many(job: tuple[list[str], str | frozenset[str]]) -> list[list[int]]:
+    texts, allowed_special = job
+    return [_BATCH_TOKENIZER.encode(text, allowed_special) for text in texts]
+
+
+def _strings(chunks: Iterable[str]) -> Iterator[str]:
+    """`chunks`, lazily, each checked to be a str."""
+    for chunk in chunks:
+        if not isinstance(chunk, str):
+            raise TypeError(f"encode_iterable needs an iterable of str, got a {type(chunk).__name__}")
+        yield chunk
+
+
+# ----------------------------------------------------------------------------------------------------
+# task04_3: fast encoding
+
+
+class FastTokenizer(bpe.Tokenizer):
+    """03's Tokenizer (same vocab, merges, files, decode) with fast encoding.
+
+    `pair_ranks` {(id, id): rank} and `merged_ids` [id by rank] let `encode_word` work on ints; `cache`
+    {pre-token: ids} remembers every pre-token encoded so far, up to `cache_size` entries (then starts over).
+    """
+
+    def __init__(self, vocab: dict[int, bytes], merges: Sequence[tuple[bytes, bytes]],
+                 special_tokens: dict[str, int] | None = None, pattern: str = GPT2_SPLIT_PATTERN,
+                 cache_size: int = 200_000) -> None:
+        super().__init__(vocab, merges, special_tokens, pattern)
+        self.byte_ids = [self.token_ids[bytes([b])] for b in range(256)]
+        self.pair_ranks = {(self.token_ids[a], self.token_ids[b]): rank for rank, (a, b) in enumerate(self.merges)}
+        self.merged_ids = [self.token_ids[a + b] for a, b in self.merges]  # by rank
+        self.splitter = regex.compile(pattern)
+        self.cache: dict[str, list[int]] = {}
+        self.cache_size = cache_size
+
+    def encode_word(self, word: bytes) -> list[int]:
+        """03's `encode_word`, on ids and one merge at a time, as tiktoken does: keep `ranks[i]`, the rank of the
+        pair (ids[i], ids[i + 1]) (`NO_MERGE` if none); merge at the leftmost lowest rank, then recompute just
+        the two ranks next to it. The same result as merging every occurrence of the best pair at once."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_word` in milestones/04/encoder.py (see milestones/04/README.md)')
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """03's `encode_ordinary`, with the work done once per *distinct* pre-token: pre-tokenize with the compiled
+        `splitter`, `encode_word` only the pre-tokens not in the `cache` yet, then look every pre-token up.
+
+        The cache holds at most `cache_size` pre-tokens: when the new ones would not fit, clear it first (and
+        if this one text has more distinct pre-tokens than that, use a dictionary for this call only).
+        `set`, `map` and `itertools.chain` run the loops over pre-tokens in C (README.md: why it matters).
+        """
+        if not isinstance(text, str):
+            raise TypeError(f"encode_ordinary needs a str, got {type(text).__name__}")
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_ordinary` in milestones/04/encoder.py (see milestones/04/README.md)')
+
+    def safe_cut(self, text: str, end: int) -> int:
+        """The last position p <= `end` where `text` may be cut without changing its encoding: a space right
+        after a printable ASCII character, not inside a special token; 0 when there is none."""
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 04: write `FastTokenizer.safe_cut` in milestones/04/encoder.py (see milestones/04/README.md)')
+
+    def encode_iterable(self, chunks: Iterable[str], allowed_special: str | set[str] | frozenset[str] = "none_raise",
+                        buffer_chars: int = 1 << 16) -> Iterator[int]:
+        """Lazily yield the ids of the concatenated `chunks` (e.g. an open file's lines): exactly
+        `encode("".join(chunks))`, without ever holding the whole text.
+
+        Collect chunks until about `buffer_chars` characters are waiting, then encode up to the last
+        `safe_cut` that leaves the longest special token's length after it (so a special token split over two
+        chunks is seen whole) and keep the rest for later. Encode what is left at the end.
+        """
+        chunks = _strings(chunks)
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_iterable` in milestones/04/encoder.py (see milestones/04/README.md)')
+
+    def encode_batch(self, texts: Sequence[str], allowed_special: str | set[str] | frozenset[str] = "none_raise",
+                     workers: int | None = None) -> list[list[int]]:
+        """`[encode(t) for t in texts]`, split across `workers` forked processes (default: every core) in
+        contiguous slices when there is enough text to pay for starting them (over 1 MB in all); the workers
+        find this tokenizer in `_BATCH_TOKENIZER` and run `_encode_many` on each slice."""
+        global _BATCH_TOKENIZER
+        if isinstance(texts, str):
+            raise TypeError("encode_batch takes a list of str; for one text use encode")
+        # YOUR CODE HERE
+        raise NotImplementedError('Milestone 04: write `FastTokenizer.encode_batch` in milestones/04/encoder.py (see milestones/04/README.md)')
