@@ -58,6 +58,8 @@ def write_shards(documents: Iterable[str], out_dir: str | os.PathLike[str], name
     """Tokenize `documents` with `tokenize_batch` (through `datasets`, `num_proc` processes) and write the token
     stream, in document order, as uint16 shards of exactly `shard_tokens` tokens (the last one shorter):
     {name}_val_000000.npy first, then {name}_train_000001.npy, ... Returns the paths in order."""
+    if shard_tokens < 2:
+        raise ValueError(f"shard_tokens must be at least 2, got {shard_tokens}")
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 05: write `write_shards` in milestones/05/data.py (see milestones/05/README.md)')
 
@@ -112,5 +114,8 @@ class ShardLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from `state_dict()`; a different seed, rank or world size raises ValueError."""
+        for key in ("seed", "rank", "world_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"the saved loader had {key}={state[key]}, this one has {getattr(self, key)}")
         # YOUR CODE HERE
         raise NotImplementedError('Milestone 05: write `ShardLoader.load_state_dict` in milestones/05/data.py (see milestones/05/README.md)')

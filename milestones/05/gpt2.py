@@ -1,21 +1,11 @@
 """Milestone 05: GPT-2 (124M), written from scratch and checked logit for logit against Hugging Face.
 
-The model of build-nanogpt, with Hugging Face's parameter names, so OpenAI's released weights load into it
-and the tests can compare every block with `transformers.GPT2LMHeadModel`:
+The model of build-nanogpt, with Hugging Face's parameter names (listed in the README), so OpenAI's released
+weights load into it and the tests can compare every block with `transformers.GPT2LMHeadModel`. Shapes in the
+comments: B batch, T time, C channels (n_embd), nh heads, hs head size (C / nh), V vocabulary.
 
-    transformer.wte          token embedding (vocab_size, n_embd), tied to lm_head
-    transformer.wpe          position embedding (block_size, n_embd); absent with RoPE
-    transformer.h.N.ln_1     LayerNorm before attention
-    transformer.h.N.attn     c_attn: q, k, v in one Linear (n_embd -> 3 n_embd); c_proj: back to n_embd
-    transformer.h.N.ln_2     LayerNorm before the MLP
-    transformer.h.N.mlp      c_fc (n_embd -> 4 n_embd), GELU (tanh approximation), c_proj (back)
-    transformer.ln_f         the final LayerNorm
-    lm_head                  logits (no bias), the same tensor as wte
-
-Shapes in the comments: B batch, T time, C channels (n_embd), nh heads, hs head size (C / nh), V vocabulary.
-
-    task05_1  CausalSelfAttention.forward, MLP.forward, Block.forward, GPT.__init__ (init), GPT.forward
-    task05_2  hf_to_ours, GPT.from_hf, GPT.from_pretrained
+    task05_1  CausalSelfAttention.forward, MLP.forward, Block.forward, GPT.init_weights, GPT.forward
+    task05_2  hf_to_ours, from_hf, from_pretrained (GPT.from_hf and GPT.from_pretrained call the last two)
     task05_3  rope_tables, apply_rope
 """
 
@@ -129,46 +119,74 @@ class GPT(nn.Module):
         Positions are offset, ..., offset + T - 1: learned embeddings wpe (or RoPE in every attention), then the
         blocks, ln_f and lm_head. A sequence longer than block_size raises ValueError.
         """
+        B, T = idx.size()
+        if offset + T > self.config.block_size:
+            raise ValueError(f"positions {offset}..{offset + T - 1} do not fit block_size={self.config.block_size}")
         # YOUR CODE HERE
         raise NotImplementedError('Milestone 05: write `GPT.forward` in milestones/05/gpt2.py (see milestones/05/README.md)')
-
-# ----------------------------------------------------------------------------------------------------
-# task05_2: OpenAI's weights (the rest of the GPT class, and hf_to_ours below it)
 
     @classmethod
     def from_hf(cls, model_or_state_dict: nn.Module | Mapping[str, torch.Tensor],
                 config: GPTConfig | None = None) -> GPT:
-        """A GPT holding the weights of a Hugging Face GPT2LMHeadModel (or its state_dict).
-
-        The config comes from the model's own (n_positions, vocab_size, n_layer, n_head, n_embd) unless given.
-        See `hf_to_ours` for the conversion and its errors.
-        """
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 05: write `GPT.from_hf` in milestones/05/gpt2.py (see milestones/05/README.md)')
+        """A GPT holding the weights of a Hugging Face GPT2LMHeadModel (or its state_dict): `from_hf` below."""
+        return from_hf(model_or_state_dict, config)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str] = "gpt2") -> GPT:
-        """OpenAI's GPT-2 from a local folder or .safetensors file (config.json beside it), or by name from the
-        Hugging Face hub ("gpt2", "gpt2-medium", ...; needs the internet the first time)."""
-        # YOUR CODE HERE
-        raise NotImplementedError('Milestone 05: write `GPT.from_pretrained` in milestones/05/gpt2.py (see milestones/05/README.md)')
+        """OpenAI's GPT-2 from a local folder or the hub: `from_pretrained` below."""
+        return from_pretrained(name_or_path)
 
+
+# ----------------------------------------------------------------------------------------------------
+# task05_2: OpenAI's weights (GPT.from_hf and GPT.from_pretrained above call these)
 
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 
 
+def check_fits(state: Mapping[str, torch.Tensor], our_state: Mapping[str, torch.Tensor]) -> None:
+    """ValueError listing every key missing from `state`, left over in it, or of the wrong shape."""
+    missing = sorted(set(our_state) - set(state))
+    extra = sorted(set(state) - set(our_state))
+    wrong = sorted(f"{k}: {tuple(state[k].shape)} for {tuple(our_state[k].shape)}" for k in set(state) & set(our_state)
+                   if state[k].shape != our_state[k].shape)
+    if missing or extra or wrong:
+        raise ValueError("the checkpoint does not fit this GPTConfig: "
+                         + "; ".join(f"{what}: {', '.join(keys[:6])}{' ...' if len(keys) > 6 else ''}"
+                                     for what, keys in (("missing", missing), ("unexpected", extra),
+                                                        ("wrong shape", wrong)) if keys))
+
+
 def hf_to_ours(hf_state: Mapping[str, torch.Tensor], our_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Hugging Face's GPT-2 state_dict renamed and reshaped into ours.
+    """Hugging Face's GPT-2 state_dict renamed and reshaped into ours, then `check_fits(state, our_state)`.
 
     - Keys may lack the "transformer." prefix (GPT2Model rather than GPT2LMHeadModel); add it.
     - Drop the attention-mask buffers (".attn.bias", ".attn.masked_bias"): they are not weights.
     - lm_head.weight is tied to wte: take wte's if lm_head's is missing.
     - OpenAI's Conv1D layers store weights as (in, out); nn.Linear wants (out, in): transpose the four
       TRANSPOSED kinds.
-    - Any key missing from the checkpoint, left over in it, or of the wrong shape: ValueError listing them.
     """
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 05: write `hf_to_ours` in milestones/05/gpt2.py (see milestones/05/README.md)')
+
+
+def from_hf(model_or_state_dict: nn.Module | Mapping[str, torch.Tensor], config: GPTConfig | None = None) -> GPT:
+    """A GPT holding the weights of a Hugging Face GPT2LMHeadModel (or of its state_dict, with `config`).
+
+    A model's config comes from its own (n_positions, vocab_size, n_layer, n_head, n_embd) unless given. Build
+    GPT(config) and load `hf_to_ours` of the weights into it.
+    """
+    if config is None and not isinstance(model_or_state_dict, nn.Module):
+        raise ValueError("from_hf(state_dict) needs config=GPTConfig(...): a state_dict does not say it")
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 05: write `from_hf` in milestones/05/gpt2.py (see milestones/05/README.md)')
+
+
+def from_pretrained(name_or_path: str | os.PathLike[str] = "gpt2") -> GPT:
+    """OpenAI's GPT-2 from a local folder or .safetensors file (config.json beside it: `from_hf` of
+    safetensors' `load_file`), or by name from the Hugging Face hub ("gpt2", "gpt2-medium", ...; needs the
+    internet the first time: `from_hf` of transformers' `GPT2LMHeadModel.from_pretrained`)."""
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 05: write `from_pretrained` in milestones/05/gpt2.py (see milestones/05/README.md)')
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -182,6 +200,8 @@ def rope_tables(head_size: int, max_len: int, base: float = 10000.0) -> tuple[to
     t times that angle. Like Hugging Face's Llama, the angles are laid out as [angles, angles] (the two halves
     repeat), to go with `rotate_half`.
     """
+    if head_size % 2:
+        raise ValueError(f"RoPE needs an even head size, got {head_size}")
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 05: write `rope_tables` in milestones/05/gpt2.py (see milestones/05/README.md)')
 
@@ -192,5 +212,8 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, offset: in
     x * cos + rotate_half(x) * sin, where rotate_half(x) = cat(-x2, x1) for the halves x1, x2 of the last
     dimension. `offset` is where this sequence starts (milestone 07's KV cache feeds one token at a time).
     """
+    T = x.size(-2)
+    if offset + T > cos.size(0):
+        raise ValueError(f"positions up to {offset + T - 1} need RoPE tables longer than {cos.size(0)}")
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 05: write `apply_rope` in milestones/05/gpt2.py (see milestones/05/README.md)')

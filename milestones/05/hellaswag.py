@@ -33,6 +33,13 @@ def load_examples(path: str | Path | None = None, limit: int | None = None) -> l
     return examples
 
 
+def gpt2_encode() -> Callable[[str], list[int]]:
+    """GPT-2's tokenizer (tiktoken's encode_ordinary): the `encode` for OpenAI's GPT-2 and the course's models."""
+    from llmfs.data.gpt2_tokenizers import gpt2_tiktoken
+
+    return gpt2_tiktoken().encode_ordinary
+
+
 # ----------------------------------------------------------------------------------------------------
 # task05_7: scoring endings
 

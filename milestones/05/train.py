@@ -1,17 +1,12 @@
-"""Milestone 05: training GPT-2 the way build-nanogpt does, from one CPU core to many GPUs.
+"""Milestone 05: training GPT-2 the way build-nanogpt does, from one CPU core to many GPUs (commands: README).
 
-    python milestones/05/train.py train --preset tiny                  # seconds on a CPU
-    python milestones/05/train.py train --preset cpu-shakespeare       # a few minutes on 2 CPU cores
-    torchrun --nproc_per_node 2 milestones/05/train.py train --preset tiny     # DDP: 2 processes (gloo on CPU)
-    torchrun --nproc_per_node 8 milestones/05/train.py train --preset gpt2-124m-baseline --device cuda
-
-A step processes `total_batch_tokens` tokens (524,288 for the 124M runs, GPT-3's 0.5M): micro-batches of
-B x T on each of the world_size processes, accumulated over grad_accum steps. The learning rate warms up
-linearly, then follows a cosine down to 10% of its peak. Every eval_interval steps: validation loss, an
-optional HellaSwag score, last.pt (everything needed to resume exactly, written atomically) and the loss plot.
+A step processes `total_batch_tokens` tokens: micro-batches of B x T on each of the world_size processes,
+accumulated over grad_accum steps. The learning rate warms up linearly, then follows a cosine down to 10% of its
+peak. Every eval_interval steps: validation loss, an optional HellaSwag score, last.pt (everything needed to
+resume exactly, written atomically) and the loss plot. The presets are in presets.py.
 
     task05_5  configure_optimizers, get_lr, accumulate_gradients, train
-    task05_6  setup_distributed, all_mean (single-process runs never call the parts you write here)
+    task05_6  setup_distributed, all_mean (train calls them; a single process never reaches the parts you write)
 """
 
 from __future__ import annotations
@@ -35,75 +30,19 @@ from llmfs.loader import dependency
 
 if __package__:  # imported as part of the milestone (the tests do this)
     from .data import ShardLoader, write_shards
-    from .gpt2 import GPT, GPTConfig
+    from .gpt2 import GPT
     from .hellaswag import evaluate as hellaswag_evaluate
-    from .hellaswag import load_examples
+    from .hellaswag import gpt2_encode, load_examples
+    from .presets import PRESETS, TrainConfig
 else:  # run as a script: python milestones/05/train.py
-    from gpt2 import GPT, GPTConfig
+    from gpt2 import GPT
     from hellaswag import evaluate as hellaswag_evaluate
-    from hellaswag import load_examples
+    from hellaswag import gpt2_encode, load_examples
+    from presets import PRESETS, TrainConfig
 
     from data import ShardLoader, write_shards
 
 m02 = dependency("02", "train")  # your milestone 02: save_checkpoint (atomic), load_checkpoint, LossLog, plot_losses
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    # model
-    n_layer: int = 2
-    n_head: int = 2
-    n_embd: int = 64
-    block_size: int = 64
-    vocab_size: int = 50304  # 50,257 padded to a multiple of 128: same model, faster matmuls on a GPU
-    rope: bool = False
-    # batch: total_batch_tokens = micro_batch x block_size x grad_accum x world_size
-    total_batch_tokens: int = 4096
-    micro_batch: int = 8
-    # optimisation
-    max_lr: float = 6e-4
-    min_lr_ratio: float = 0.1
-    warmup_steps: int = 10
-    max_steps: int = 100
-    weight_decay: float = 0.1
-    grad_clip: float = 1.0
-    # evaluation and checkpoints
-    eval_interval: int = 25
-    eval_batches: int = 8
-    hellaswag_examples: int = 0  # 0: no HellaSwag; -1: all 10,042
-    # data: a registry dataset name (tokenized once into shards) or a folder of shards (*_val_*.npy, *_train_*.npy)
-    data: str = "tinyshakespeare"
-    shard_tokens: int = 100_000
-    shuffle: bool = True  # the global shuffle of data.ShardLoader; False is build-nanogpt's original order
-    seed: int = 1337
-    # speed (GPU only; ignored with a note on CPU, where they would not help)
-    bf16: bool = False
-    tf32: bool = False
-    compile: bool = False
-    flash: bool = False
-
-    def model_config(self) -> GPTConfig:
-        """The GPTConfig of the model this run trains."""
-        return GPTConfig(block_size=self.block_size, vocab_size=self.vocab_size, n_layer=self.n_layer,
-                         n_head=self.n_head, n_embd=self.n_embd, rope=self.rope, flash=self.flash)
-
-
-BIG = {"n_layer": 12, "n_head": 12, "n_embd": 768, "block_size": 1024, "total_batch_tokens": 524_288,
-       "micro_batch": 64, "max_steps": 19_073, "warmup_steps": 715, "eval_interval": 250, "eval_batches": 20,
-       "hellaswag_examples": -1, "data": "fineweb-edu-10b", "shard_tokens": 100_000_000, "bf16": True,
-       "tf32": True, "compile": True, "flash": True}
-PRESETS = {
-    "tiny": TrainConfig(n_layer=2, n_head=2, n_embd=32, block_size=32, total_batch_tokens=512, micro_batch=8,
-                        max_lr=1e-2, warmup_steps=5, max_steps=30, eval_interval=10, eval_batches=4),
-    "cpu-shakespeare": TrainConfig(n_layer=4, n_head=4, n_embd=64, block_size=64, total_batch_tokens=1024,
-                                   micro_batch=16, max_lr=3e-3, warmup_steps=20, max_steps=300, eval_interval=50,
-                                   eval_batches=8, hellaswag_examples=100),
-    # the rows of the original project's table (FineWeb-Edu 10B tokens, one epoch; GPUs)
-    "gpt2-124m-baseline": TrainConfig(**{**BIG, "shuffle": False}),
-    "gpt2-124m-high-lr": TrainConfig(**{**BIG, "shuffle": False, "max_lr": 1.8e-3, "warmup_steps": 100}),
-    "gpt2-124m-shuffle": TrainConfig(**{**BIG, "max_lr": 1.8e-3, "warmup_steps": 100}),
-    "gpt2-124m-rope": TrainConfig(**{**BIG, "max_lr": 1.8e-3, "warmup_steps": 100, "rope": True}),
-}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -138,45 +77,13 @@ def accumulate_gradients(model: nn.Module, batches: list[tuple[torch.Tensor, tor
     raise NotImplementedError('Milestone 05: write `accumulate_gradients` in milestones/05/train.py (see milestones/05/README.md)')
 
 
-# ----------------------------------------------------------------------------------------------------
-# task05_6: distributed data parallel
-
-
-@dataclass
-class Distributed:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def master(self) -> bool:
-        return self.rank == 0
-
-
-def setup_distributed(device: str) -> Distributed:
-    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE in the environment): init the process group, NCCL on CUDA
-    and gloo on CPU, and on CUDA use the GPU LOCAL_RANK. Without torchrun: one process, no process group."""
-    if "RANK" not in os.environ:
-        return Distributed()
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 05: write `setup_distributed` in milestones/05/train.py (see milestones/05/README.md)')
-
-
-def all_mean(value: torch.Tensor, state: Distributed) -> float:
-    """The mean of a scalar over all processes (itself without DDP): all_reduce a copy with SUM, divide by the
-    world size (gloo has no AVG)."""
-    if not state.enabled:
-        return value.item()
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 05: write `all_mean` in milestones/05/train.py (see milestones/05/README.md)')
-
-
-# ----------------------------------------------------------------------------------------------------
-# task05_5: the training run (continued; it calls the DDP helpers above only under torchrun)
+def grad_accum_steps(config: TrainConfig, world_size: int) -> int:
+    """Micro-batches per step on each process: total_batch_tokens / (micro_batch x block_size x world_size)."""
+    tokens_per_micro = config.micro_batch * config.block_size * world_size
+    if config.total_batch_tokens % tokens_per_micro:
+        raise ValueError(f"total_batch_tokens={config.total_batch_tokens} is not a multiple of micro_batch x "
+                         f"block_size x world_size = {tokens_per_micro}")
+    return config.total_batch_tokens // tokens_per_micro
 
 
 def prepare_shards(config: TrainConfig, out_dir: Path, state: Distributed) -> tuple[list[Path], list[Path]]:
@@ -248,66 +155,46 @@ def save_run(state: Distributed, path: Path, model: nn.Module, optimizer: torch.
                              "config": asdict(config), "loader": positions, "rng": torch.get_rng_state()}, path)
 
 
-def _gpt2_encode():
-    from llmfs.data.gpt2_tokenizers import gpt2_tiktoken
-
-    return gpt2_tiktoken().encode_ordinary
+# ----------------------------------------------------------------------------------------------------
+# task05_6: distributed data parallel (train calls these; a single process never reaches your code)
 
 
-def score_hellaswag(model_name: str, limit: int | None, device: str) -> dict[str, float]:
-    if model_name.endswith(".pt"):
-        saved = m02.load_checkpoint(Path(model_name))
-        model = GPT(TrainConfig(**saved["config"]).model_config())
-        model.load_state_dict(saved["model"])
-    else:
-        model = GPT.from_pretrained(model_name)
-    model.to(device).eval()
-    return hellaswag_evaluate(lambda t: model(t.to(device))[0], load_examples(limit=limit), _gpt2_encode(),
-                              progress=True, max_len=model.config.block_size)
+@dataclass
+class Distributed:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
 
 
-LADDER = [  # build-nanogpt's speed-ups, each rung adding one to the ones above it
-    ("fp32", {"vocab_size": 50257}),
-    ("+ TF32", {"vocab_size": 50257, "tf32": True}),
-    ("+ bf16 autocast", {"vocab_size": 50257, "tf32": True, "bf16": True}),
-    ("+ torch.compile", {"vocab_size": 50257, "tf32": True, "bf16": True, "compile": True}),
-    ("+ flash attention", {"vocab_size": 50257, "tf32": True, "bf16": True, "compile": True, "flash": True}),
-    ("+ vocab 50,304", {"vocab_size": 50304, "tf32": True, "bf16": True, "compile": True, "flash": True}),
-]
+def setup_distributed(device: str) -> Distributed:
+    """Under torchrun (RANK, LOCAL_RANK, WORLD_SIZE in the environment): init the process group, NCCL on CUDA
+    and gloo on CPU, and on CUDA use the GPU LOCAL_RANK. Without torchrun: one process, no process group."""
+    if "RANK" not in os.environ:
+        return Distributed()
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 05: write `setup_distributed` in milestones/05/train.py (see milestones/05/README.md)')
 
 
-def throughput_ladder(preset: str, steps: int, device: str, peak_flops: float | None) -> list[dict]:
-    """Tokens/s of the training step (forward, backward, AdamW) at each rung of LADDER, on random tokens; MFU
-    from 6 N + 12 L T C flops per token (the PaLM formula) when the accelerator's peak is given."""
-    rows = []
-    for name, flags in LADDER:
-        config = replace(PRESETS[preset], **flags)
-        torch.manual_seed(0)
-        model = GPT(config.model_config()).to(device)
-        optimizer = configure_optimizers(model, config.weight_decay, config.max_lr, device.split(":")[0])
-        step_model = torch.compile(model) if config.compile and device.startswith("cuda") else model
-        autocast = speed_context(config, device)
-        x = torch.randint(50257, (config.micro_batch, config.block_size), device=device)
-        times = []
-        for _ in range(steps + 2):  # two warm-up steps (compilation, allocator)
-            start = time.perf_counter()
-            accumulate_gradients(step_model, [(x, x)], autocast)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if device.startswith("cuda"):
-                torch.cuda.synchronize()
-            times.append(time.perf_counter() - start)
-        tokens_per_s = x.numel() / (sum(times[2:]) / steps)
-        flops_per_token = 6 * model.num_params() + 12 * config.n_layer * config.block_size * config.n_embd
-        row = {"rung": name, "tokens_per_s": tokens_per_s}
-        if peak_flops:
-            row["mfu"] = tokens_per_s * flops_per_token / peak_flops
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-        if not device.startswith("cuda"):
-            print("(on a CPU only the fp32 rung means anything: the other flags do nothing there)")
-            break
-    return rows
+def all_mean(value: torch.Tensor, state: Distributed) -> float:
+    """The mean of a scalar over all processes (itself without DDP): all_reduce a copy with SUM, divide by the
+    world size (gloo has no AVG)."""
+    if not state.enabled:
+        return value.item()
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 05: write `all_mean` in milestones/05/train.py (see milestones/05/README.md)')
+
+
+
+# ----------------------------------------------------------------------------------------------------
+# the command line
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -329,12 +216,16 @@ def main(argv: list[str] | None = None) -> None:
     ladder.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ladder.add_argument("--peak-tflops", type=float, default=None, help="e.g. 989 for an H100 SXM in bf16")
     args = parser.parse_args(argv)
-    if args.command == "ladder":
-        peak = args.peak_tflops * 1e12 if args.peak_tflops else None
-        print(json.dumps(throughput_ladder(args.preset, args.steps, args.device, peak), indent=1))
-        return
-    if args.command == "hellaswag":
-        print(json.dumps(score_hellaswag(args.model, args.limit, args.device)))
+    if args.command in ("ladder", "hellaswag"):  # measure.py imports this file: import it only now
+        if __package__:
+            from .measure import score_hellaswag, throughput_ladder
+        else:
+            from measure import score_hellaswag, throughput_ladder
+        if args.command == "ladder":
+            peak = args.peak_tflops * 1e12 if args.peak_tflops else None
+            print(json.dumps(throughput_ladder(args.preset, args.steps, args.device, peak), indent=1))
+        else:
+            print(json.dumps(score_hellaswag(args.model, args.limit, args.device)))
         return
     config = PRESETS[args.preset]
     types = {f.name: f.type for f in fields(TrainConfig)}

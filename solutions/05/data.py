@@ -60,11 +60,11 @@ def write_shards(documents: Iterable[str], out_dir: str | os.PathLike[str], name
     """Tokenize `documents` with `tokenize_batch` (through `datasets`, `num_proc` processes) and write the token
     stream, in document order, as uint16 shards of exactly `shard_tokens` tokens (the last one shorter):
     {name}_val_000000.npy first, then {name}_train_000001.npy, ... Returns the paths in order."""
+    if shard_tokens < 2:
+        raise ValueError(f"shard_tokens must be at least 2, got {shard_tokens}")
     ### BEGIN SOLUTION
     from datasets import Dataset
 
-    if shard_tokens < 2:
-        raise ValueError(f"shard_tokens must be at least 2, got {shard_tokens}")
     dataset = Dataset.from_dict({"text": list(documents)})
     tokenized = dataset.map(tokenize_batch, batched=True, num_proc=num_proc if num_proc > 1 else None,
                             remove_columns=["text"], desc="tokenizing")
@@ -157,10 +157,10 @@ class ShardLoader:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Continue from `state_dict()`; a different seed, rank or world size raises ValueError."""
-        ### BEGIN SOLUTION
         for key in ("seed", "rank", "world_size"):
             if state[key] != getattr(self, key):
                 raise ValueError(f"the saved loader had {key}={state[key]}, this one has {getattr(self, key)}")
+        ### BEGIN SOLUTION
         self.epoch, self.position = state["epoch"], state["position"]
         self._order = self._rank_order()
         ### END SOLUTION
