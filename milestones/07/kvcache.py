@@ -1,31 +1,12 @@
 """Milestone 07: a static KV cache for milestone 05's GPT, exact against the full forward pass.
 
-Without a cache, every generation step runs the whole context again: step t costs a forward over t tokens, and
-n new tokens cost O(n^2) token-passes. But the keys and values of a past token never change (attention is causal:
-a token only looks back), so each layer can keep them. Then a step runs only the new token through the model,
-and its query attends to the cached keys and values plus its own.
-
-The cache here is *static*: every layer's keys and values are preallocated once, (B, nh, max_len, hs), and
-written by position. Nothing is concatenated or reallocated, and forgetting the last positions (milestone 08
-rolls back rejected draft tokens) is free: set `length` back.
-
-    positions      0   1   2   3   4   5   6   7  ...  max_len - 1
-    cache.k[l]   [ k0  k1  k2  k3 |                ]    length = 4: positions 0..3 hold keys
-    new chunk                      k4  k5  k6           written at 4..6; its queries see keys 0..4, 0..5, 0..6
-
-A chunk of T new queries after L cached positions needs a *bottom-right* causal mask: query i (position L + i)
-sees keys 0..L + i. `scaled_dot_product_attention(is_causal=True)` aligns the mask top-left (query i sees keys
-0..i), which is right only when L = 0.
-
-`forward_cached` walks 05's GPT module by module (its weights, your attention): nothing in 05 changes.
+Past keys and values never change (attention is causal), so each layer keeps them in a cache preallocated for
+max_len positions, and a step runs only the new tokens. A chunk of T new queries after L cached positions needs a
+*bottom-right* causal mask. `forward_cached` walks 05's GPT module by module (its weights, your attention).
+The README (The cache, Variable-length batches, Half precision) has the pictures and the pitfalls.
 
 Shapes in the comments: B batch, T new tokens, L positions in the cache before them, S = L + T, C channels,
 nh heads, hs head size (C / nh), V vocabulary.
-
-    task07_1  KVCache.__init__, KVCache.update, KVCache.rollback, causal_mask, cached_attention, rope_at,
-              forward_cached
-    task07_3  position_ids_from_mask, padded_causal_mask
-    task07_4  check_dtype, to_dtype
 """
 
 from __future__ import annotations
@@ -33,6 +14,46 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
+
+# ----------------------------------------------------------------------------------------------------
+# Checks of the arguments (given code): they raise before anything is written
+
+
+def _check_sizes(**sizes: int) -> None:
+    for name, size in sizes.items():
+        if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+            raise ValueError(f"KVCache: {name} must be an int >= 1, got {size!r}")
+
+
+def _check_update(cache: KVCache, k: torch.Tensor, v: torch.Tensor) -> None:
+    T = k.size(2)
+    if cache.length + T > cache.max_len:
+        raise ValueError(f"KVCache: {T} new positions after {cache.length} do not fit max_len={cache.max_len}")
+    expected = (cache.k.size(1), cache.k.size(2), T, cache.k.size(4))
+    if tuple(k.shape) != expected or tuple(v.shape) != expected:
+        raise ValueError(f"KVCache.update: k and v must be (B, nh, T, hs) = {expected}, got "
+                         f"{tuple(k.shape)} and {tuple(v.shape)}")
+
+
+def _check_rollback(cache: KVCache, length: int) -> None:
+    if not isinstance(length, int) or isinstance(length, bool) or not 0 <= length <= cache.length:
+        raise ValueError(f"KVCache.rollback: length must be an int in 0..{cache.length}, got {length!r}")
+
+
+def _check_forward(idx: torch.Tensor, cache: KVCache, attention_mask: torch.Tensor | None,
+                   position_ids: torch.Tensor | None) -> None:
+    (B, T), L = idx.shape, cache.length
+    if L + T > cache.max_len:
+        raise ValueError(f"forward_cached: {T} new tokens after {L} cached positions do not fit the cache's "
+                         f"max_len={cache.max_len}")
+    if B != cache.k.size(1):
+        raise ValueError(f"forward_cached: idx has {B} rows, the cache {cache.k.size(1)}")
+    if attention_mask is not None and attention_mask.shape != (B, L + T):
+        raise ValueError(f"forward_cached: attention_mask must be (B, S) = {(B, L + T)}: one entry per position "
+                         f"so far, cached and new; got {tuple(attention_mask.shape)}")
+    if position_ids is not None and position_ids.shape != (B, T):
+        raise ValueError(f"forward_cached: position_ids must be (B, T) = {(B, T)}, got {tuple(position_ids.shape)}")
+
 
 # ----------------------------------------------------------------------------------------------------
 # task07_1: the cache, the bottom-right causal mask, the cached forward pass
@@ -43,13 +64,13 @@ class KVCache:
 
     `k` and `v` are (n_layer, B, nh, max_len, hs) tensors of `dtype` on `device`; `length` counts the positions
     written so far. `update` writes one layer's new keys and values at positions length, length + 1, ...;
-    `forward_cached` advances `length` once every layer has written. The memory is
-    2 (k and v) x n_layer x B x max_len x n_embd x bytes per number, whatever `length` is.
+    `forward_cached` advances `length` once every layer has written.
     """
 
     def __init__(self, n_layer: int, batch_size: int, n_head: int, max_len: int, head_size: int,
                  dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> None:
-        """Allocate k and v (zeros) and set length = 0. Every size must be an int >= 1 (ValueError naming it)."""
+        """Allocate k and v (zeros) and set length = 0 (the sizes are checked for you)."""
+        _check_sizes(n_layer=n_layer, batch_size=batch_size, n_head=n_head, max_len=max_len, head_size=head_size)
         # YOUR CODE HERE
         raise NotImplementedError('Milestone 07: write `KVCache.__init__` in milestones/07/kvcache.py (see milestones/07/README.md)')
 
@@ -76,15 +97,16 @@ class KVCache:
         return the layer's keys and values for positions 0..length + T - 1, each (B, nh, S, hs): views of the
         cache, no copy. `length` does not change here (every layer writes at the same positions).
 
-        ValueError when the T new positions do not fit max_len (naming both), or when k or v does not have the
-        cache's batch size, heads and head size.
+        (The sizes are checked for you: ValueError when the T new positions do not fit max_len.)
         """
+        _check_update(self, k, v)
         # YOUR CODE HERE
         raise NotImplementedError('Milestone 07: write `KVCache.update` in milestones/07/kvcache.py (see milestones/07/README.md)')
 
     def rollback(self, length: int) -> None:
         """Forget every position from `length` on: the next update writes at `length`. Nothing is erased, so it
-        costs nothing. ValueError unless 0 <= length <= the current length."""
+        costs nothing. (ValueError unless 0 <= length <= the current length: checked for you.)"""
+        _check_rollback(self, length)
         # YOUR CODE HERE
         raise NotImplementedError('Milestone 07: write `KVCache.rollback` in milestones/07/kvcache.py (see milestones/07/README.md)')
 
@@ -133,16 +155,13 @@ def forward_cached(model: nn.Module, idx: torch.Tensor, cache: KVCache, attentio
     their keys and values are added to the cache and its length grows by T.
 
     Without masks, the new tokens take positions L..L + T - 1 (L = cache.length). For left-padded batches
-    (task07_3), `attention_mask` (B, S) marks the real tokens among all S positions so far (1) and the padding (0),
-    and `position_ids` (B, T) gives each new token its position: the attention then uses `padded_causal_mask`
-    and the embeddings (learned wpe or RoPE's tables, `rope_at`) take `position_ids`.
-
-    Embeddings (wte, plus wpe unless model.config.rope), every block as 05's Block does but with
-    `cached_attention`, ln_f, lm_head. last_only=True computes the logits of the last position only, (B, 1, V):
-    generation needs nothing else. The logits come back in float32, whatever the model's dtype.
-
-    ValueError (before anything is written) when L + T > cache.max_len, or the masks do not fit.
+    (task07_3), `attention_mask` (B, S) marks the real tokens among all S positions so far and `position_ids`
+    (B, T) gives each new token its position: the attention then uses `padded_causal_mask`.
+    Embeddings (wte, plus wpe or RoPE's tables via `rope_at`), every block as 05's Block does but with
+    `cached_attention`, ln_f, lm_head. last_only=True: the last position's logits only, (B, 1, V). The logits
+    come back in float32, whatever the model's dtype. (The shapes are checked for you, before anything is written.)
     """
+    _check_forward(idx, cache, attention_mask, position_ids)
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 07: write `forward_cached` in milestones/07/kvcache.py (see milestones/07/README.md)')
 

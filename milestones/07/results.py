@@ -4,11 +4,9 @@ Nothing to write here: `python milestones/07/decoding.py results` calls `write_r
 `generate`. The model is GPT-2 124M with random weights (speed does not depend on the weights) built from your
 milestone 05 GPT; the uncached runs use your milestone 06 `generate`. For each configuration and each number of new
 tokens (from a 1-token prompt, greedy) it measures tokens/s, counting every row of a batch, and writes results.json,
-results.md and tokens_per_s.png into the output folder, atomically, with a progress bar.
-
-Uncached runs stop at 256 new tokens (128 for a batch of 8): each step runs the whole context again, so 1,023 tokens
-would take over ten minutes per configuration on 2 cores. The cache's memory is the formula
-2 x n_layer x B x max_len x n_embd x bytes.
+results.md and tokens_per_s.png into the output folder, atomically. Uncached runs stop at 256 new tokens (128 for
+a batch of 8): each step runs the whole context again. The cache's memory is 2 x n_layer x B x max_len x n_embd x
+bytes.
 """
 
 from __future__ import annotations
@@ -79,13 +77,11 @@ def label(row: dict) -> str:
 
 def plot(rows: list[dict], out: Path) -> Path:
     """tokens_per_s.png: tokens/s against new tokens, one line per configuration (log scale)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # the object API: a notebook's backend stays as it is
 
     save_figure = dependency("02", "train").save_figure
-    fig, ax = plt.subplots(figsize=(10, 4.5))
+    fig = Figure(figsize=(10, 4.5))
+    ax = fig.subplots()
     for name in dict.fromkeys(label(r) for r in rows):
         line = [r for r in rows if label(r) == name]
         ax.plot([r["new_tokens"] for r in line], [r["tokens_per_s"] for r in line], marker="o",

@@ -2,22 +2,11 @@
 
     python milestones/08/speculative.py results        # results.json, results.md, speedup.png in milestones/08/results
 
-With acceptance rate alpha (the chance that the target accepts a draft token, given that the tokens before it were
-accepted) and gamma draft tokens per round, a round yields on average
-
-    E[tokens per round] = 1 + alpha + alpha^2 + ... + alpha^gamma = (1 - alpha^(gamma+1)) / (1 - alpha)
-
-and costs gamma draft steps plus one target pass over gamma + 1 tokens. In units of one plain target step (07's
-cached decoding): gamma c + v, where c = draft step / target step and v = the verification pass / target step.
-So the predicted speed-up is (Leviathan et al. 2023, Theorem 3.8, with v in place of 1):
-
-    speed-up = (1 - alpha^(gamma+1)) / ((1 - alpha) (gamma c + v))
-
-`write_results` measures all of it on the course's pair (pair.py): tokens/s of 07's cached greedy decoding and of
-speculative greedy decoding for gamma = 1..8, in float32 and bfloat16, on one thread; alpha from each run; c and v
-from timed forward passes; then the prediction next to the measurement.
-
-    task08_4  acceptance_rate, expected_tokens, predicted_speedup
+With acceptance rate alpha and gamma draft tokens per round, a round yields on average
+E = 1 + alpha + ... + alpha^gamma = (1 - alpha^(gamma+1)) / (1 - alpha) tokens and costs gamma c + v target steps
+(c: a draft step / a target step, v: the verification pass / a target step), so the predicted speed-up is
+E / (gamma c + v) (Leviathan et al. 2023, Theorem 3.8, with v in place of 1). `write_results` measures it on the
+course's pair for gamma = 1..8 in float32 and bfloat16 and puts the prediction next to it (README: Results).
 """
 
 from __future__ import annotations
@@ -42,6 +31,15 @@ else:
 GAMMAS = list(range(1, 9))
 PROMPTS = ["Once upon a time", "One day, a little girl named Lily", "Tom and his dog", "The sun was"]
 
+
+
+def _check_alpha_gamma(alpha: float, gamma: int) -> None:
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+    if not isinstance(gamma, int) or isinstance(gamma, bool) or gamma < 0:
+        raise ValueError(f"gamma must be an int >= 0, got {gamma!r}")
+
+
 # ----------------------------------------------------------------------------------------------------
 # task08_4: the pair's numbers
 
@@ -56,7 +54,8 @@ def acceptance_rate(target_probs: torch.Tensor, draft_probs: torch.Tensor) -> fl
 
 def expected_tokens(alpha: float, gamma: int) -> float:
     """Tokens per round (per target pass): (1 - alpha^(gamma+1)) / (1 - alpha), and gamma + 1 when alpha = 1.
-    ValueError unless 0 <= alpha <= 1 and gamma is an int >= 0."""
+    (ValueError unless 0 <= alpha <= 1 and gamma is an int >= 0: checked for you.)"""
+    _check_alpha_gamma(alpha, gamma)
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 08: write `expected_tokens` in milestones/08/results.py (see milestones/08/README.md)')
 
@@ -150,12 +149,10 @@ def _measure_dtype(pair: pairs.Pair, dtype: str, prompts: list[torch.Tensor], ne
 
 def plot(rows: list[dict], out: Path) -> Path:
     """speedup.png: measured and predicted speed-up against gamma per dtype, and alpha beside it."""
-    import matplotlib
+    from matplotlib.figure import Figure  # the object API: a notebook's backend stays as it is
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    left, right = fig.subplots(1, 2)
     for dtype, color in (("float32", "tab:blue"), ("bfloat16", "tab:orange")):
         line = [r for r in rows if r["dtype"] == dtype]
         gammas = [r["gamma"] for r in line]

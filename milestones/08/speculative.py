@@ -2,33 +2,12 @@
 
     python milestones/08/speculative.py pair                      # train the course's draft/target pair (once)
     python milestones/08/speculative.py generate --prompt "Once upon a time" --gamma 4
-    python milestones/08/speculative.py results                   # speed-up and acceptance against gamma
 
-Decoding one token at a time leaves a CPU (or a GPU) mostly waiting: a forward pass over 5 new tokens costs little
-more than over 1, because the weights are read once either way. Speculative decoding spends that spare capacity. A
-small draft model guesses gamma tokens, one at a time, cheaply; the target checks all of them in one forward pass;
-`verify` keeps the longest acceptable prefix plus one token of the target's own. Every round costs gamma draft steps
-and one target pass, and yields 1 to gamma + 1 tokens with exactly the target's distribution.
-
-Both models keep a KV cache (milestone 07). All positions live in one layout shared by both caches:
-
-    positions        0 .. T-1        T      T+1  T+2  T+3  T+4
-    seq            [ the prompt ] [ pending | d1   d2   d3   d4 ]   one round with gamma = 4, after the draft
-    target cache   holds 0..T-1; scores [pending d1 d2 d3 d4] at T..T+4 -> p1..p5
-    verify         accepts d1 d2, rejects d3; next token y from the residual at position 3
-    after          seq [ .. pending d1 d2 y ], y pending at T+3; the target cache rolls back to T+3 positions, the
-                   draft's to min(its length, T+3): the keys of d3 and d4 are forgotten (07's rollback).
-
-When all gamma are accepted, the draft never saw its own last token d_gamma: its cache is two tokens behind, and its
-first step of the next round feeds both (the pending chunk is `seq[:, draft_cache.length:length]`).
-
-A batch shares one layout, but its rows accept different numbers of tokens. Row b's rejected positions become
-*holes*: masked out of attention (07's padded mask) and skipped by its position ids, exactly like left padding.
-
+A small draft model guesses gamma tokens, one at a time; the target checks all of them in one forward pass;
+`verify` keeps the longest acceptable prefix plus one token of the target's own. Both models keep a KV cache
+(milestone 07) over one shared layout of positions; rejected tokens are rolled back, and in a batch each row's
+rejected positions become *holes*, masked like padding. The README (One round, Batches) has the picture.
 Shapes in the comments: B rows, T prompt length, g draft tokens this round, V vocabulary.
-
-    task08_2  SpeculativeDecoder.propose, .score, .commit, speculative_generate (one row)
-    task08_3  round_mask (rows that accept different numbers of tokens: holes)
 """
 
 from __future__ import annotations
@@ -116,7 +95,7 @@ def _check_args(target, draft, idx, max_new_tokens, gamma, attention_mask) -> No
 
 
 # ----------------------------------------------------------------------------------------------------
-# task08_2: one round: propose, score, verify, commit (the loop is at the end of the file)
+# task08_2: one round (propose, score, verify, commit) and the loop
 
 
 class SpeculativeDecoder:
@@ -262,21 +241,6 @@ class SpeculativeDecoder:
         return torch.cat([self.seq[:, :T], new], dim=1)
 
 
-# ----------------------------------------------------------------------------------------------------
-# task08_3: batches
-
-
-def round_mask(accepted: torch.Tensor, n: int) -> torch.Tensor:
-    """Which of a round's n kept draft positions are real in each row: accepted (B,) -> (B, n) bool, True where
-    position i < accepted[b]. The rest are row b's holes: rejected tokens the other rows' longer runs kept room for."""
-    # YOUR CODE HERE
-    raise NotImplementedError('Milestone 08: write `round_mask` in milestones/08/speculative.py (see milestones/08/README.md)')
-
-
-# ----------------------------------------------------------------------------------------------------
-# task08_2: the loop
-
-
 @torch.no_grad()
 def speculative_generate(target: nn.Module, draft: nn.Module, idx: torch.Tensor, max_new_tokens: int,
                          gamma: int = 4, *, attention_mask: torch.Tensor | None = None,
@@ -290,6 +254,17 @@ def speculative_generate(target: nn.Module, draft: nn.Module, idx: torch.Tensor,
     """
     # YOUR CODE HERE
     raise NotImplementedError('Milestone 08: write `speculative_generate` in milestones/08/speculative.py (see milestones/08/README.md)')
+
+
+# ----------------------------------------------------------------------------------------------------
+# task08_3: batches
+
+
+def round_mask(accepted: torch.Tensor, n: int) -> torch.Tensor:
+    """Which of a round's n kept draft positions are real in each row: accepted (B,) -> (B, n) bool, True where
+    position i < accepted[b]. The rest are row b's holes: rejected tokens the other rows' longer runs kept room for."""
+    # YOUR CODE HERE
+    raise NotImplementedError('Milestone 08: write `round_mask` in milestones/08/speculative.py (see milestones/08/README.md)')
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -20,18 +20,21 @@ Q = torch.tensor([0.5, 0.5, 0.0])  # the draft: token 0 is accepted with probabi
 
 
 @pytest.mark.task08_1
+@pytest.mark.checks("residual")
 def test_residual(verify):
     torch.testing.assert_close(verify.residual(P, Q), torch.tensor([0.0, 0.0, 1.0]))
     torch.testing.assert_close(verify.residual(P, P.clone()), P)  # nothing left: p itself, not 0 / 0
 
 
 @pytest.mark.task08_1
+@pytest.mark.checks("inverse_cdf")
 def test_inverse_cdf(verify):
     probs = torch.tensor([[0.0, 0.5, 0.0, 0.5]]).expand(3, 4)
     assert verify.inverse_cdf(probs, torch.tensor([0.0, 0.3, 0.7])).tolist() == [1, 1, 3]
 
 
 @pytest.mark.task08_1
+@pytest.mark.checks("verify")
 def test_verify_accepts_rejects_and_adds_the_bonus_token(verify):
     target = torch.stack([P, torch.tensor([0.2, 0.3, 0.5])])[None]  # (1, 2, 3): gamma = 1
     draft, tokens = Q[None, None], torch.tensor([[0]])
@@ -42,6 +45,7 @@ def test_verify_accepts_rejects_and_adds_the_bonus_token(verify):
 
 
 @pytest.mark.task08_1
+@pytest.mark.checks("verify_greedy")
 def test_verify_greedy(verify):
     logits = torch.tensor([[[0.0, 5.0, 1.0], [3.0, 0.0, 1.0], [0.0, 1.0, 9.0]]])  # argmax 1, 0, 2
     accepted, token = verify.verify_greedy(logits, torch.tensor([[1, 2]]))

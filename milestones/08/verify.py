@@ -1,24 +1,11 @@
 """Milestone 08: the rule that makes speculative decoding exact (Leviathan et al. 2023; Chen et al. 2023).
 
-A small *draft* model proposes gamma tokens d_1..d_gamma, sampling d_i from its distribution q_i. The *target*
-model then scores all of them in one forward pass, which gives its own distributions p_1..p_{gamma+1} at the same
-positions (p_i is what the target would sample at position i, given the tokens before it). Going left to right:
-
-    accept d_i with probability min(1, p_i(d_i) / q_i(d_i))        (draw u ~ U[0, 1): accept when u q < p)
-
-The first rejection at position i ends the round: the next token is drawn from the *residual*
-norm(max(0, p_i - q_i)), the mass that p has and q lacks. If all gamma are accepted, a *bonus* token is drawn from
-p_{gamma+1}, which the target computed anyway. A round thus yields between 1 and gamma + 1 tokens, and each token
-has exactly the target's distribution: P(token = x) = min(p, q)(x) + (1 - sum min(p, q)) * residual(x) = p(x).
-
-Greedy decoding is the special case where both models take their argmax: d_i is accepted while it equals the
-target's argmax, and the next token is the target's argmax at the first mismatch.
-
-The random draws are inputs here (`uniforms`), so `verify` is a pure function that the tests can check exactly.
-
-Shapes: B rows, g = gamma draft tokens, V vocabulary.
-
-    task08_1  residual, inverse_cdf, verify, verify_greedy
+The draft proposes d_1..d_gamma, d_i drawn from q_i; the target's one pass gives p_1..p_{gamma+1}. Left to right,
+accept d_i with probability min(1, p_i(d_i) / q_i(d_i)) (draw u ~ U[0, 1): accept when u q < p). The first
+rejection, at i, ends the round with a token from the *residual* norm(max(0, p_i - q_i)); if all are accepted, a
+*bonus* token comes from p_{gamma+1}. Each token then has exactly the target's distribution (README: The rule).
+Greedy: accept while d_i is the target's argmax; the next token is the target's argmax at the first mismatch.
+The random draws are inputs (`uniforms`), so `verify` is a pure function. Shapes: B rows, g draft tokens, V vocab.
 """
 
 from __future__ import annotations

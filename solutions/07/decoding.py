@@ -1,30 +1,12 @@
 """Milestone 07: generation with the KV cache: one prefill over the prompts, then one token per step.
 
     python milestones/07/decoding.py generate runs/05/cpu-shakespeare/last.pt --prompt "ROMEO:" --prompt "JULIET:\nO"
-    python milestones/07/decoding.py generate runs/05/cpu-shakespeare/last.pt --prompt "ROMEO:" --dtype bfloat16
     python milestones/07/decoding.py results        # tokens/s with and without the cache: milestones/07/results/
 
-Milestone 06's `generate` runs the whole context at every step. Here the prompt goes through the model once (the
-*prefill*: every prompt token's keys and values go into the cache, and the last position's logits give the first
-new token), and each later step feeds only the newest token (the *decode*). The choice of each token is 06's:
-`process_logits`, `sample_next_token`, greedy argmax, end-of-text per row; so, with the same model, the tokens
-are exactly those of 06's uncached loop, only faster.
-
-Prompts of different lengths share a batch by *left padding*: the real tokens of every row end at the same
-column, so every row's next token is appended at the same place. The attention mask (1 real, 0 padding) keeps
-padding out of attention and out of 06's penalties, and each row's positions count its real tokens only.
-
-    prompts  "a b c d"  and  "e f":     idx   [ a  b  c  d ]    mask [1 1 1 1]   positions [0 1 2 3]
-                                              [ .  .  e  f ]         [0 0 1 1]             [0 0 0 1]
-
-Beyond the block size: this generate raises a ValueError before any work (the prompt and the new tokens must
-fit `model.config.block_size`). 06's loop crops the context instead; with a cache that would mean running the
-last window again at every step, since learned positions shift: exact, but as slow as no cache at all.
-
+The prompt goes through the model once (the *prefill*), then each step feeds only the newest token (the *decode*).
+Each token is chosen as 06 does, so the tokens are exactly those of 06's uncached loop, only faster. Prompts of
+different lengths share a batch by *left padding* (the README's Variable-length batches).
 Shapes in the comments: B batch, T prompt length (with padding), V vocabulary.
-
-    task07_2  prefill, generate (one row or equal lengths: no padding)
-    task07_3  left_pad, check_attention_mask (variable-length batches)
 """
 
 from __future__ import annotations
@@ -71,33 +53,17 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, attent
              generator: sampling.Generators = None, **settings) -> torch.Tensor:
     """Continue each row of idx (B, T) by up to max_new_tokens tokens with a KV cache; returns (B, T + n).
 
-    The same tokens as 06's `generate(model, idx, max_new_tokens, ...)`: `settings` are SamplingConfig's
-    (do_sample, temperature, top_k, top_p, min_tokens_to_keep, repetition_penalty, presence_penalty,
-    frequency_penalty); eos_token_id, pad_token_id and generator mean what they mean there.
-
-    1. Check: idx a 2-D int64 tensor with at least one token per row (ValueError naming `idx`), max_new_tokens an
-       int >= 0 (naming `max_new_tokens`), T + max_new_tokens <= model.config.block_size (ValueError naming
-       `block_size`: the cache holds no more); build the SamplingConfig (it checks the rest).
-    2. `prefill` with a cache of T + max_new_tokens positions; then each step: choose the next tokens from the
-       logits as 06 does (process_logits with the mask of real tokens when config.changes_logits, then
-       sample_next_token or argmax), pad finished rows, append; stop when every row has ended; otherwise feed
-       the new tokens (B, 1) to `forward_cached` for the next logits. No forward pass after the last token.
-    3. With `attention_mask` (task07_3): `check_attention_mask` first; the mask of real tokens starts as the
-       attention mask (06's penalties then skip the padding); each step extends the attention mask by a column
-       of ones and gives each row's new token the position after its last one.
+    The same tokens as 06's `generate`: `settings` are SamplingConfig's; eos_token_id, pad_token_id and generator
+    mean what they mean there. idx, max_new_tokens and the block size are checked for you.
+    `prefill` with a cache of T + max_new_tokens positions; then each step: choose the next tokens as 06 does
+    (process_logits with the mask of real tokens when config.changes_logits, then sample_next_token or argmax),
+    pad finished rows, append, stop when every row has ended, else feed the new tokens (B, 1) to `forward_cached`.
+    With `attention_mask` (task07_3): `check_attention_mask` first; it is the first mask of real tokens; each step
+    adds a column of ones to it and gives each row's new token the position after its last one.
     """
+    _check_generate(model, idx, max_new_tokens)
     ### BEGIN SOLUTION
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
-        raise ValueError(f"idx must be a (B, T) tensor of int64 token ids, got {_describe(idx)}")
-    if idx.size(0) == 0 or idx.size(1) == 0:
-        raise ValueError(f"idx is an empty prompt of shape {tuple(idx.shape)}: each row needs at least one token")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
     B, T = idx.shape
-    block_size = model.config.block_size
-    if T + max_new_tokens > block_size:
-        raise ValueError(f"a prompt of {T} tokens and max_new_tokens={max_new_tokens} do not fit block_size="
-                         f"{block_size}: the KV cache holds {block_size} positions (06's uncached generate crops)")
     config = sampling.SamplingConfig(**settings)
     if pad_token_id is None:
         pad_token_id = eos_token_id
@@ -130,6 +96,28 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, attent
     ### END SOLUTION
 
 
+def _check_generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int) -> None:
+    """ValueError naming `idx`, `max_new_tokens` or `block_size` (given code): the cache holds no more."""
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
+        raise ValueError(f"idx must be a (B, T) tensor of int64 token ids, got {_describe(idx)}")
+    if idx.size(0) == 0 or idx.size(1) == 0:
+        raise ValueError(f"idx is an empty prompt of shape {tuple(idx.shape)}: each row needs at least one token")
+    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    T, block_size = idx.size(1), model.config.block_size
+    if T + max_new_tokens > block_size:
+        raise ValueError(f"a prompt of {T} tokens and max_new_tokens={max_new_tokens} do not fit block_size="
+                         f"{block_size}: the KV cache holds {block_size} positions (06's uncached generate crops)")
+
+
+def _check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    if not prompts:
+        raise ValueError("left_pad: no prompts")
+    for i, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"left_pad: prompt {i} is empty: each prompt needs at least one token")
+
+
 def _describe(value: object) -> str:
     if isinstance(value, torch.Tensor):
         return f"a {value.dim()}-D tensor of {value.dtype} with shape {tuple(value.shape)}"
@@ -143,13 +131,9 @@ def _describe(value: object) -> str:
 def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Prompts of token ids, of different lengths, as one left-padded batch: idx (B, T) int64 with pad_token_id
     before each shorter prompt, and the mask (B, T) bool, True at real tokens. T is the longest prompt.
-    ValueError for no prompts or an empty one (naming its index)."""
+    (No prompts or an empty one: ValueError, checked for you.)"""
+    _check_prompts(prompts)
     ### BEGIN SOLUTION
-    if not prompts:
-        raise ValueError("left_pad: no prompts")
-    for i, prompt in enumerate(prompts):
-        if len(prompt) == 0:
-            raise ValueError(f"left_pad: prompt {i} is empty: each prompt needs at least one token")
     T = max(len(p) for p in prompts)
     idx = torch.full((len(prompts), T), pad_token_id, dtype=torch.long)
     mask = torch.zeros(len(prompts), T, dtype=torch.bool)

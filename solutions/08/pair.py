@@ -2,20 +2,11 @@
 
     python milestones/08/speculative.py pair        # build it now (llmfs grade does this before the tests)
 
-Random weights make speed-ups meaningless: a random target is nearly uniform, so any draft is accepted most of the
-time. So the course trains a real pair, on 2 CPU cores, in a few minutes, deterministically from a seed:
-
-1. a byte-level BPE tokenizer of 1,024 tokens (milestone 04's `train`, with <|endoftext|>) on the TinyStories
-   sample (`tinystories-valid-head`): a small vocabulary keeps the output layer cheap, so the models' blocks,
-   not a 50,257-way softmax, decide what a token costs;
-2. the stories as token shards (milestone 05's `save_shard`), one story after another, <|endoftext|> before each;
-3. the target and the draft: milestone 05's GPT trained by milestone 05's `train` (AdamW, warmup and cosine,
-   checkpoints, resumable), the same data and seed, the draft much smaller;
-4. pair.json: both validation losses and the pair's acceptance rate alpha on held-out text.
-
-The result is a *built dataset*: `llmfs.data.fetch("speculative-pair")` finds it in the data cache, or builds it
-there (atomically: a crash leaves no half pair, and training resumes from its last checkpoint). Its key is a hash of
-the settings below, the course code it runs and torch's version: change any of them and it is built again.
+Random weights make speed-ups meaningless, so the course trains a real pair, deterministically from a seed: a
+1,024-token BPE (04's `train`) on the TinyStories sample, the stories as shards (05's `save_shard`), then a target
+and a much smaller draft trained by 05's `train` on the same data; pair.json holds both losses and alpha.
+It is a *built dataset*: `llmfs.data.fetch("speculative-pair")` builds it atomically in the data cache, keyed by a
+hash of the settings below, the course code it runs and torch's version (README: The pair).
 """
 
 from __future__ import annotations
@@ -46,7 +37,9 @@ SHAPES = {  # 05's TrainConfig fields per model; both read the same shards in th
 }
 TRAINING = {"block_size": 128, "vocab_size": VOCAB, "total_batch_tokens": 4096, "micro_batch": 32, "max_lr": 3e-3,
             "warmup_steps": 20, "max_steps": 300, "eval_interval": 100, "eval_batches": 8, "seed": SEED}
-SOURCES = [("03", "bpe"), ("04", "fastbpe"), ("02", "train"), ("05", "gpt2"), ("05", "data"), ("05", "train")]
+SOURCES = [("03", "bpe"), ("03", "bpe_files"), ("04", "pretokens"), ("04", "merges"), ("04", "encoder"),
+           ("04", "fastbpe"), ("02", "optim"), ("02", "logs"), ("02", "train"), ("05", "gpt2"), ("05", "data"),
+           ("05", "presets"), ("05", "train")]
 THREADS = 2  # the same float reductions on every machine with any number of cores
 
 
