@@ -6,8 +6,10 @@ Every public test carries one `checks("QUALNAME")` marker: the learner function 
 functions are written in course order: its tasks in manifest order, then its modules in manifest order, then
 the source order of each function's first region. Step i writes functions 1..i (their regions from the
 solution) and leaves the rest as stubs (`llmfs.stubs.make_stub`): function i's public tests must pass, and
-function i+1's must fail on its stub. One process imports torch once and forks a pytest per step (as
-mutation.py does), so the ~115 steps of the course take minutes, not an hour.
+function i+1's must fail on its stub. At the last function of a task, the task's hidden tests must pass too
+(all but the slow and benchmark ones, which the reference grade runs) and the next task's fail on stubs, with
+"still to write" naming what is left. One process imports torch once and forks a pytest per step (as
+mutation.py does), so the ~140 steps of the course take minutes, not an hour.
 """
 
 from __future__ import annotations
@@ -175,22 +177,40 @@ def public_checks(course, milestone) -> tuple[dict[str, list[str]], list[str]]:
     return checks, problems
 
 
-def _outcomes(results: Path) -> dict[str, dict]:
-    """The result event of each test function (parametrized cases folded into their function: worst wins)."""
-    found: dict[str, dict] = {}
+def _outcomes(results: Path, task: str | None = None, following: str | None = None) -> dict:
+    """The result event of each test function (parametrized cases folded into their function: worst wins); with
+    `task`, also the hidden test functions of `task` and `following` that ran, as lists under "hidden:TASK"."""
+    found: dict = {}
     if not results.exists():
         return found
-    for line in results.read_text().splitlines():
-        event = json.loads(line)
+    events = [json.loads(line) for line in results.read_text().splitlines()]
+    for event in events:
         if event.get("event") == "result":
             key = event["nodeid"].split("[")[0]
             if key not in found or event["outcome"] != "passed":
                 found[key] = event
+    if task:
+        task_of = {t["nodeid"].split("[")[0]: t["task"] for e in events if e["event"] == "collected"
+                   for t in e["tests"] if t["nodeid"].startswith("tests/")}
+        found["hidden:task"], found["hidden:next"] = task, following
+        for t in (task, following):
+            found["hidden:" + str(t)] = sorted(n for n, of in task_of.items() if of == t and n in found)
+        if not found["hidden:" + task]:
+            found["hidden:" + task] = [f"tests/ (no hidden test of {task} ran)"]
     return found
 
 
 def check_step(step: Step, mine: list[str], following: list[str], outcomes: dict[str, dict], log: str) -> None:
+    """Function i's tests passed, function i+1's failed on a stub; at a task's end, the same for the hidden tests
+    of this task and the next (`hidden:TASK` entries in `outcomes`, see _outcomes)."""
     name = step.function.qualname
+    task, following_task = outcomes.pop("hidden:task", None), outcomes.pop("hidden:next", None)
+    if task:
+        mine = [*mine, *outcomes.pop("hidden:" + task, [])]
+        if following_task:
+            following = [*following, *outcomes.pop("hidden:" + following_task, [])]
+            if "still to write" not in log:
+                step.problems.append(f"{name}: pytest did not end with the list of functions still to write")
     for nodeid in mine:
         event = outcomes.get(nodeid)
         if event and event["outcome"] == "passed":
@@ -234,12 +254,21 @@ def replay(milestone_id: str, jobs: int = 0, progress=print) -> tuple[list[Step]
             if pid not in running:
                 continue
             i, folder, mine, following = running.pop(pid)
-            log = (folder / "log.txt").read_text(errors="replace")
-            check_step(steps[i], mine, following, _outcomes(folder / "results.jsonl"), log)
+            log = (folder / "log.txt").read_text(errors="replace") if (folder / "log.txt").exists() else ""
+            task, following_task = _task_end(functions, i)
+            outcomes = _outcomes(folder / "results.jsonl", task, following_task)
+            check_step(steps[i], mine, following, outcomes, log)
             progress(f"{milestone_id} {i + 1:>2}/{len(functions)} {functions[i].qualname}: "
                      f"{'ok' if steps[i].ok else 'FAILED'}")
             shutil.rmtree(folder, ignore_errors=True)
     return steps, problems
+
+
+def _task_end(functions: list[Function], i: int) -> tuple[str | None, str | None]:
+    """(the task, the next task) when function i is the last of its task, else (None, None)."""
+    if i + 1 < len(functions) and functions[i + 1].task == functions[i].task:
+        return None, None
+    return functions[i].task, functions[i + 1].task if i + 1 < len(functions) else None
 
 
 def _start(course, milestone, functions, i, checks, tmp: Path):
@@ -252,12 +281,17 @@ def _start(course, milestone, functions, i, checks, tmp: Path):
                         lambda module, text: written(text, done, milestone.id, f"{module}.py"))
     mine = checks.get(functions[i].qualname, [])
     following = checks.get(functions[i + 1].qualname, []) if i + 1 < len(functions) else []
-    args = [*mine, *following, "--impl-root", str(root), "--llmfs-results", str(folder / "results.jsonl"),
+    task, following_task = _task_end(functions, i)
+    hidden = []
+    if task:  # the task's hidden tests too, and the next task's (which must fail on stubs)
+        tasks = f"({task} or {following_task})" if following_task else task
+        hidden = [f"tests/{milestone.id}", "-m", f"{tasks} and not benchmark and not slow"]
+    args = [*mine, *following, *hidden, "--impl-root", str(root), "--llmfs-results", str(folder / "results.jsonl"),
             "-p", "no:randomly", "-p", "no:cacheprovider", "-q", "--timeout", "300"]
     env = {"LLMFS_ROOT": str(root)}
 
     def run() -> None:
-        fork_pytest(args, course.root, folder / "log.txt", env, timeout=600) if mine or following else None
+        fork_pytest(args, course.root, folder / "log.txt", env, timeout=900) if mine or following or hidden else None
 
     return _fork(run), folder, mine, following
 

@@ -1,5 +1,6 @@
 """Feedback per function: every function a learner writes has public tests of its own, which turn green as soon
-as it (and the functions before it) are written, while the next function's still fail on its stub.
+as it (and the functions before it) are written, while the next function's still fail on its stub. At the last
+function of a task, the task's hidden tests pass and the next task's fail on stubs.
 
 The replay itself is grading/tests/replay.py (one forked pytest per function, torch imported once).
 """

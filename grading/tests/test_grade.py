@@ -404,3 +404,18 @@ def test_a_failing_list_comparison_is_explained_the_same_in_ci(tmp_path):
         assert event["outcome"] == "failed" and "id 2499 differs" in event["message"], event
         messages[ci] = event["message"]
     assert messages[""] == messages["true"], f"the message depends on CI:\n{messages['']}\n---\n{messages['true']}"
+
+
+def test_untouched_stubs_fail_each_test_before_its_fixtures_run(course):
+    """On untouched stubs every hidden test fails at once on the stub of the function it needs (--llmfs-not-started):
+    no model is built and no torchrun started first, so each test costs next to no CPU time. Without the flag,
+    05's DDP test spends seconds starting processes before it reaches a stub."""
+    from llmfs import grader, todo
+
+    m = course.milestone("05")
+    result = grader.grade_milestone(course, m, course.milestones_dir.resolve(), not_started=True)
+    assert result.status == grader.NOT_STARTED and result.score == 0
+    assert result.tests and all(t.kind == "stub" for t in result.tests), [t for t in result.tests if t.kind != "stub"]
+    assert max(t.cpu for t in result.tests) < 0.5, max(result.tests, key=lambda t: t.cpu)
+    functions = {name for _, _, names in todo.stubs_left(course.milestones_dir, m) for name in names}
+    assert all(any(f"write `{name}`" in t.message for name in functions) for t in result.tests)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from llmfs.course import SOLUTION_BEGIN, SOLUTION_END
+
 HERE = Path(__file__).parent
 LAST_FULL_RUN = HERE.parents[1] / "docs" / "mutation" / "score.json"
 _spec = importlib.util.spec_from_file_location("mutation", HERE / "mutation.py")
@@ -51,6 +53,24 @@ def test_the_last_full_run_knows_every_mutant():
     recorded = {r["mutant"]: r for r in json.loads(LAST_FULL_RUN.read_text())}
     missing = [m.id for m in MUTANTS if not recorded.get(m.id, {}).get("failed")]
     assert not missing, f"{LAST_FULL_RUN.name} has no failed tests for {missing}: run {mutation.FULL_RUN}"
+
+
+def _inside_a_region(source: str, anchor: str) -> bool:
+    start = source.index(anchor)
+    opened, closed = source.rfind(SOLUTION_BEGIN, 0, start), source.rfind(SOLUTION_END, 0, start)
+    return opened > closed and source.find(SOLUTION_END, start) >= start + len(anchor)
+
+
+def test_every_mutant_is_a_mistake_in_code_the_learner_writes(course):
+    """A mutant changes code inside a solution region: argument checks and other given code are not the learner's
+    to get wrong."""
+    outside = []
+    for m in MUTANTS:
+        source = (course.solutions / m.milestone / f"{m.module}.py").read_text()
+        anchors = m.original if isinstance(m.original, tuple) else (m.original,)
+        if not all(_inside_a_region(source, anchor) for anchor in anchors):
+            outside.append(f"{m.id} ({m.module}.py)")
+    assert not outside, "mutants outside the learner's regions:\n" + "\n".join(outside)
 
 
 def test_every_milestone_has_a_dozen_mutants_over_all_its_tasks(course):
