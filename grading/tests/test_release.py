@@ -134,7 +134,7 @@ def test_a_release_tells_untouched_stubs_from_started_work(llmfs, tmp_path: Path
     assert Path(builder.__file__).resolve() == (out / "milestones" / "08" / "pair.py").resolve()
 
 
-def test_untouched_stubs_in_a_release_are_graded_without_starting_pytest(released: Path, course: Course,
+def test_untouched_stubs_in_a_release_are_graded_without_starting_pytest(llmfs, course: Course, tmp_path: Path,
                                                                            monkeypatch) -> None:
     """public-tests.json lists the public tests as the release was made: on untouched stubs `llmfs grade` knows
     the result (every test fails on the stub of the function it checks) and starts no pytest, so it takes well
@@ -150,6 +150,8 @@ def test_untouched_stubs_in_a_release_are_graded_without_starting_pytest(release
     def refuse(*args, **kwargs):
         raise AssertionError("pytest was started for untouched stubs")
 
+    released = tmp_path / "fresh-release"  # not the module's release, which other tests fill with solutions
+    assert llmfs("release", str(released), "--upto", "03").returncode == 0
     monkeypatch.setattr(grader, "grade_milestone", refuse)
     learner = load_course(released)
     for result in grader.grade(learner, (released / "milestones").resolve(), fetch=False):
