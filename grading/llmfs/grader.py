@@ -30,7 +30,7 @@ from pathlib import Path
 
 import psutil
 
-from llmfs import data, guard
+from llmfs import data, guard, todo
 from llmfs.course import SOLUTION_BEGIN, Course, Milestone
 from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
 from llmfs.untouched import listed_tests, stub_message, untouched
@@ -460,4 +460,6 @@ def not_started(course: Course, m: Milestone, root: Path) -> MilestoneResult | N
     tests = [TestResult(str(t.get("nodeid", "")), str(t.get("name", "")), t.get("task"), float(t.get("points", 1)),
                         "failed", "stub", stub_message(root, m, t.get("task"), t.get("checks")))
              for t in listed]
-    return MilestoneResult(m, NOT_STARTED, tests, time.monotonic() - started, tests[0].message, public=True)
+    first = todo.stubs_left(root, m)  # the function to write first, in course order (not the first test file's)
+    message = stub_message(root, m, first[0][0], first[0][2][0]) if first else tests[0].message
+    return MilestoneResult(m, NOT_STARTED, tests, time.monotonic() - started, message, public=True)

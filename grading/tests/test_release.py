@@ -151,12 +151,14 @@ def test_untouched_stubs_in_a_release_are_graded_without_starting_pytest(llmfs, 
         raise AssertionError("pytest was started for untouched stubs")
 
     released = tmp_path / "fresh-release"  # not the module's release, which other tests fill with solutions
-    assert llmfs("release", str(released), "--upto", "03").returncode == 0
+    assert llmfs("release", str(released), "--upto", "04").returncode == 0
     monkeypatch.setattr(grader, "grade_milestone", refuse)
     learner = load_course(released)
     for result in grader.grade(learner, (released / "milestones").resolve(), fetch=False):
         m = result.milestone
         assert result.status == grader.NOT_STARTED and result.score == 0 and result.public
+        first = replay.learner_functions(course, m)[0].qualname  # the function to write first, in course order
+        assert f"write `{first}` in milestones/{m.id}/" in result.message, result.message
         checked = {t.nodeid.split("::", 1)[1]: t.checks[0] for t in replay.public_tests(course, m)}
         assert sorted(t.nodeid.split("::", 1)[1].split("[")[0] for t in result.tests) == sorted(checked)
         for t in result.tests:
