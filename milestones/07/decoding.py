@@ -63,13 +63,8 @@ def generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, *, attent
 
 
 def _check_generate(model: nn.Module, idx: torch.Tensor, max_new_tokens: int) -> None:
-    """ValueError naming `idx`, `max_new_tokens` or `block_size` (given code): the cache holds no more."""
-    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype != torch.long:
-        raise ValueError(f"idx must be a (B, T) tensor of int64 token ids, got {_describe(idx)}")
-    if idx.size(0) == 0 or idx.size(1) == 0:
-        raise ValueError(f"idx is an empty prompt of shape {tuple(idx.shape)}: each row needs at least one token")
-    if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    """ValueError naming `idx`, `max_new_tokens` (06's checks) or `block_size` (given code): the cache holds no more."""
+    sampling.check_prompt(idx, max_new_tokens)
     T, block_size = idx.size(1), model.config.block_size
     if T + max_new_tokens > block_size:
         raise ValueError(f"a prompt of {T} tokens and max_new_tokens={max_new_tokens} do not fit block_size="
