@@ -9,7 +9,7 @@ solution) and leaves the rest as stubs (`llmfs.stubs.make_stub`): function i's p
 function i+1's must fail on its stub. At the last function of a task, the task's hidden tests must pass too
 (all but the slow and benchmark ones, which the reference grade runs) and the next task's fail on stubs, with
 "still to write" naming what is left. One process imports torch once and forks a pytest per step (as
-mutation.py does), so the ~140 steps of the course take minutes, not an hour.
+mutation.py does), so the 115 steps of the course take minutes, not an hour.
 """
 
 from __future__ import annotations
