@@ -304,8 +304,10 @@ def test_smoothing_rejects_impossible_k(bigram):
         bigram.bigram_probabilities(counts, k=-1.0)
     with must_raise(ValueError, "bigram_probabilities", "for k=0 when a row has no counts (its P would be 0/0)"):
         bigram.bigram_probabilities(counts, k=0.0)
-    torch.testing.assert_close(bigram.bigram_probabilities(counts, k=0.5), torch.tensor([[0.5, 0.5], [0.5, 0.5]]),
-                               msg="bigram_probabilities: with k > 0 a row without counts is uniform")
+    torch.testing.assert_close(bigram.bigram_probabilities(torch.tensor([[1, 0], [0, 0]]), k=0.5),
+                               torch.tensor([[0.75, 0.25], [0.5, 0.5]]),  # (1 + 0.5) / (1 + 2 * 0.5), ...
+                               msg="bigram_probabilities: with k=0.5, P = (counts + k) / (row sum + k * V), and a row "
+                                   "without counts is uniform")
 
 
 @pytest.mark.task01_2
