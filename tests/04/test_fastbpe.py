@@ -21,7 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 import regex
-from hypothesis import given
+from hypothesis import example, given
 
 from llmfs.course import load_course
 from llmfs.data.corpora import build_mixed_corpus
@@ -246,9 +246,14 @@ def test_training_is_identical_to_milestone_03(merges, corpus, size, vocab_size,
     assert got.vocab == expected.vocab and got.special_tokens == expected.special_tokens
 
 
+# Always among the examples: enough distinct pairs to reach vocab_size 300, with special tokens in between
+MANY_PAIRS = ENDOFTEXT.join(" ".join(f"w{i % 97} x{i * 7 % 13}y" for i in range(j, j + 40)) for j in range(0, 400, 40))
+
+
 @pytest.mark.task04_2
 @pytest.mark.points(3)
 @given(text=ref.texts(with_special=True))
+@example(text=MANY_PAIRS)
 @ref.property_settings(100)
 def test_training_is_identical_to_milestone_03_on_random_text(merges, text):
     """Random Unicode, whitespace runs and special tokens: the same merges as the reference 03"""
