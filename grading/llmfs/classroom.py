@@ -262,9 +262,7 @@ def snapshot_course(course: Course, dest: Path) -> Path:
     shutil.copytree(course.solutions, dest / course.solutions.relative_to(course.root), ignore=ignore)
     package = dest / GRADER_COPY / "llmfs"
     shutil.copytree(Path(llmfs.__file__).parent, package, ignore=ignore)
-    if not (package / "registry").is_dir():  # an editable install reads the repository's data/registry.toml
-        (package / "registry").mkdir()
-        shutil.copy2(llmfs.data.REGISTRY_FILE, package / "registry" / "registry.toml")
+    llmfs.data.copy_registry(package)  # an editable install reads the course's data/registry.toml
     return dest
 
 

@@ -30,10 +30,10 @@ from pathlib import Path
 
 import psutil
 
-from llmfs import data, guard, todo
+from llmfs import data, guard
 from llmfs.course import SOLUTION_BEGIN, Course, Milestone
 from llmfs.loader import DEPS_ROOT_ENV, ROOT_ENV
-from llmfs.untouched import listed_tests, stub_message, untouched
+from llmfs.untouched import StubMessages, listed_tests, untouched
 
 NOT_STARTED, PARTIAL, COMPLETE, ERROR, TIMEOUT = "not started", "partial", "complete", "error", "timeout"
 TAMPERED = "tampered"  # the results channel or the test machinery was interfered with (see llmfs.guard)
@@ -457,9 +457,9 @@ def not_started(course: Course, m: Milestone, root: Path) -> MilestoneResult | N
     listed = listed_tests(course, m)
     if listed is None:
         return None
+    stubs = StubMessages(root, m)
     tests = [TestResult(str(t.get("nodeid", "")), str(t.get("name", "")), t.get("task"), float(t.get("points", 1)),
-                        "failed", "stub", stub_message(root, m, t.get("task"), t.get("checks")))
+                        "failed", "stub", stubs.of(t.get("task"), t.get("checks")))
              for t in listed]
-    first = todo.stubs_left(root, m)  # the function to write first, in course order (not the first test file's)
-    message = stub_message(root, m, first[0][0], first[0][2][0]) if first else tests[0].message
+    message = stubs.of(None, stubs.first)  # the function to write first, in course order (not the first test file's)
     return MilestoneResult(m, NOT_STARTED, tests, time.monotonic() - started, message, public=True)

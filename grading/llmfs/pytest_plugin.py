@@ -53,6 +53,7 @@ class _State:
         self.phases: dict[str, list[pytest.TestReport]] = {}
         self.todo: dict[str, None] = {}  # ordered set of stub messages
         self.stub_folders: dict[Path, None] = {}  # ordered set of ROOT/NN folders whose stubs were hit
+        self.stub_messages: dict[str, Any] = {}  # milestone -> its llmfs.untouched.StubMessages
         self.broken: dict[str, None] = {}  # ordered set of import errors
         self.cpu_limit: float | None = None  # --cpu-timeout
         self.cpu_used: dict[str, float] = {}  # nodeid -> CPU-seconds its phases used so far
@@ -221,11 +222,13 @@ def _tampering() -> list[str]:
 
 def _stub_for(item: pytest.Item) -> str:
     from llmfs.loader import implementation_root
-    from llmfs.untouched import stub_message
+    from llmfs.untouched import StubMessages
 
     course = load_course(find_course_root(item.config.rootpath))
     milestone = next((m for m in course.milestones if m.id in Path(str(item.path)).parts), course.milestones[0])
-    return stub_message(implementation_root(), milestone, _task(item), _checks(item))
+    if milestone.id not in _state.stub_messages:  # read the learner's files once per milestone, not per test
+        _state.stub_messages[milestone.id] = StubMessages(implementation_root(), milestone)
+    return _state.stub_messages[milestone.id].of(_task(item), _checks(item))
 
 
 def pytest_collectreport(report: pytest.CollectReport) -> None:

@@ -16,7 +16,7 @@ STUB_PREFIX = "Milestone "
 SECTION = re.compile(r"^# (task\d\d_\d+):")
 
 
-def _qualnames(tree: ast.Module) -> list[tuple[int, int, str]]:
+def function_spans(tree: ast.Module) -> list[tuple[int, int, str]]:
     """(first line, last line, qualname) of every function, methods and nested functions included."""
     spans = []
 
@@ -47,7 +47,7 @@ def stub_messages(source: str) -> dict[str, str]:
         tree = ast.parse(source)
     except SyntaxError:
         return {}
-    spans = _qualnames(tree)
+    spans = function_spans(tree)
     found: dict[str, str] = {}
     for node in ast.walk(tree):
         if _is_stub(node):
@@ -58,7 +58,7 @@ def stub_messages(source: str) -> dict[str, str]:
 
 def learner_functions(solution: str) -> list[str]:
     """The functions a learner writes in a solution file: those with a `### BEGIN SOLUTION` region."""
-    spans = _qualnames(ast.parse(solution))
+    spans = function_spans(ast.parse(solution))
     found: dict[str, None] = {}
     for number, line in enumerate(solution.splitlines(), 1):
         if line.strip() == "### BEGIN SOLUTION":
@@ -79,7 +79,7 @@ def stubs_in(source: str) -> list[tuple[str | None, int, str]]:
         if match := SECTION.match(line):
             current = match.group(1)
         tasks[number] = current
-    spans = _qualnames(tree)
+    spans = function_spans(tree)
     found: dict[str, tuple[str | None, int, str]] = {}
     for node in ast.walk(tree):
         if _is_stub(node):

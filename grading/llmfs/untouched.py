@@ -114,18 +114,24 @@ def listed_tests(course: Course, m: Milestone) -> list[dict] | None:
     return tests if isinstance(tests, list) and tests else None
 
 
-def stub_message(root: Path, m: Milestone, task: str | None, checks: str | None) -> str:
-    """What a test of `task` that checks `checks` reports on untouched stubs: the stub message of the function
-    it checks, else of the first function of its task, else of the milestone's first function."""
-    messages: dict[str, str] = {}
-    for module in m.modules:
-        try:
-            messages |= todo.stub_messages((root / m.id / f"{module}.py").read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            continue
-    if checks in messages:
-        return messages[checks]
-    for row_task, _, names in todo.stubs_left(root, m):
-        if row_task == task and names[0] in messages:
-            return messages[names[0]]
-    return next(iter(messages.values()), f"Milestone {m.id}: not started")
+class StubMessages:
+    """What each test reports on untouched stubs, from one read of the milestone's files under `root`: the stub
+    message of the function it checks, else of the first function of its task, else of the milestone's first."""
+
+    def __init__(self, root: Path, m: Milestone) -> None:
+        self.milestone = m.id
+        self.messages: dict[str, str] = {}
+        for module in m.modules:
+            try:
+                self.messages |= todo.stub_messages((root / m.id / f"{module}.py").read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError):
+                continue
+        rows = todo.stubs_left(root, m)  # in course order: the first row of a task holds its first function
+        self.first_of_task = {task: names[0] for task, _, names in reversed(rows)}
+        self.first = rows[0][2][0] if rows else None
+
+    def of(self, task: str | None, checks: str | None) -> str:
+        for name in (checks, self.first_of_task.get(task), self.first):
+            if name in self.messages:
+                return self.messages[name]
+        return next(iter(self.messages.values()), f"Milestone {self.milestone}: not started")

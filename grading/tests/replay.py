@@ -25,6 +25,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from llmfs import todo
+
 HERE = Path(__file__).resolve().parent
 COURSE_ROOT = HERE.parents[1]
 SECTION = re.compile(r"^# (task\d\d_\d+):")
@@ -52,25 +54,9 @@ class Step:
         return not self.problems
 
 
-def _function_spans(tree: ast.Module) -> list[tuple[int, int, str]]:
-    """(first line, last line, qualname) of every function, nested ones included."""
-    spans = []
-
-    def walk(node: ast.AST, prefix: str) -> None:
-        for child in ast.iter_child_nodes(node):
-            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                spans.append((child.lineno, child.end_lineno, prefix + child.name))
-                walk(child, f"{prefix}{child.name}.")
-            elif isinstance(child, ast.ClassDef):
-                walk(child, f"{prefix}{child.name}.")
-
-    walk(tree, "")
-    return spans
-
-
 def region_functions(source: str) -> list[tuple[int, str | None, str | None]]:
     """(line, task, enclosing function) of each solution region, in source order."""
-    spans = _function_spans(ast.parse(source))
+    spans = todo.function_spans(ast.parse(source))
     found, task = [], None
     for number, line in enumerate(source.splitlines(), 1):
         if match := SECTION.match(line):

@@ -469,9 +469,7 @@ def frozen_course(course: Course, dest: Path) -> dict[str, str]:
             shutil.copytree(entry, root / "tests" / entry.name, ignore=ignore)
     package = dest / "python" / "llmfs"
     shutil.copytree(Path(llmfs.__file__).parent, package, ignore=ignore)
-    if not (package / "registry").is_dir():  # an editable install reads the course's data/registry.toml
-        (package / "registry").mkdir()
-        shutil.copy2(llmfs.data.REGISTRY_FILE, package / "registry" / "registry.toml")
+    llmfs.data.copy_registry(package)  # an editable install reads the course's data/registry.toml
     return {"LLMFS_COURSE": str(root), "PYTHONPATH": str(package.parent)}
 
 

@@ -23,6 +23,7 @@ import contextlib
 import hashlib
 import http.client
 import os
+import shutil
 import sys
 import urllib.error
 import urllib.request
@@ -43,6 +44,13 @@ CACHE_ENV = "LLMFS_CACHE"
 _PACKAGED_REGISTRY = Path(__file__).parents[1] / "registry" / "registry.toml"
 _COURSE_REGISTRY = Path(__file__).parents[3] / "data" / "registry.toml"  # grading/llmfs/data/ -> the course root
 REGISTRY_FILE = _PACKAGED_REGISTRY if _PACKAGED_REGISTRY.is_file() else _COURSE_REGISTRY
+
+
+def copy_registry(package: Path) -> None:
+    """Give a copy of the `llmfs` package (the folder `package`) its registry, where an installed package has it."""
+    if not (package / "registry" / "registry.toml").is_file():
+        (package / "registry").mkdir(exist_ok=True)
+        shutil.copy2(REGISTRY_FILE, package / "registry" / "registry.toml")
 CHUNK = 1 << 20
 
 
